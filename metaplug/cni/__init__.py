@@ -1,0 +1,13 @@
+"""A small, typed "Python libcni": the CNI specification and the delegate runtime, independent of metaplug.
+
+Modules (import the one you need; this package imports nothing eagerly, to keep start-up lean):
+  errors   CniError and the spec's error codes (cni.md section 6)
+  version  supported versions, parsing and comparison (duties 8, 9, 15, 16)
+  env      CNI_* environment, CNI_ARGS and stdin parsing (duties 1-9)
+  types    pydantic models of configs, results of every version, errors (duties 16, 17, 27-29)
+  convert  result conversion between versions, on plain dicts (duty 30)
+  invoke   find and execute a delegate binary (duties 7, 18, 24-26)
+  chain    run a network configuration list: ADD/DEL/CHECK/STATUS/GC (duties 16-22)
+
+Nothing here may import from the rest of metaplug.
+"""

@@ -1,0 +1,182 @@
+"""The plugin side of the CNI protocol: CNI_* environment, CNI_ARGS and stdin (cni.md duties 1-9).
+
+Pure functions over a mapping and bytes, so that a daemon can serve the same code as the per-call process.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaplug.cni import version as cniversion
+from metaplug.cni.errors import (
+    DECODE_FAILURE,
+    INVALID_ENVIRONMENT,
+    INVALID_NETWORK_CONFIG,
+    IO_FAILURE,
+    UNKNOWN_CONTAINER,
+    CniError,
+)
+
+COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
+
+# Duty 2: the variables each verb needs. CNI_PATH is needed "in practice" for ADD/CHECK (delegates must be found).
+REQUIRED_VARS: dict[str, tuple[str, ...]] = {
+    "ADD": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "CHECK": ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_PATH"),
+    "DEL": ("CNI_CONTAINERID", "CNI_IFNAME"),
+    "GC": ("CNI_PATH",),
+    "STATUS": (),
+    "VERSION": (),
+}
+
+CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")  # duty 3 (and duty 5 for network names)
+MAX_IFNAME_BYTES = 15
+
+
+@dataclass(frozen=True)
+class CniEnv:
+    """The validated CNI_* variables of one call."""
+
+    command: str
+    container_id: str = ""
+    netns: str = ""
+    ifname: str = ""
+    args: str = ""
+    path: tuple[str, ...] = field(default_factory=tuple)
+
+
+def validate_ifname(name: str, what: str = "CNI_IFNAME") -> None:
+    """Duty 4: non-empty, <= 15 bytes, not '.'/'..', no '/', ':' or whitespace. Raises code 4."""
+    problem = ifname_problem(name)
+    if problem:
+        raise CniError(INVALID_ENVIRONMENT, f"invalid {what}", f"{name!r}: {problem}")
+
+
+def ifname_problem(name: str) -> str | None:
+    """Why `name` is not a valid interface name, or None when it is (duty 4)."""
+    if not name:
+        return "interface name is empty"
+    if len(name.encode()) > MAX_IFNAME_BYTES:
+        return f"interface name is longer than {MAX_IFNAME_BYTES} bytes"
+    if name in (".", ".."):
+        return "interface name may not be '.' or '..'"
+    for ch in name:
+        if ch in "/:" or ch.isspace():
+            return f"interface name may not contain {ch!r}"
+    return None
+
+
+def validate_container_id(cid: str) -> None:
+    """Duty 3: empty -> code 3 'missing containerID'; bad characters -> code 4."""
+    if not cid:
+        raise CniError(UNKNOWN_CONTAINER, "missing containerID")
+    if not CONTAINER_ID_RE.match(cid):
+        raise CniError(
+            INVALID_ENVIRONMENT,
+            "invalid characters in containerID",
+            f"{cid!r} must match {CONTAINER_ID_RE.pattern}",
+        )
+
+
+def validate_network_name(name: Any) -> None:
+    """Duty 5: a network name uses the container-ID charset (code 7)."""
+    if not isinstance(name, str) or not CONTAINER_ID_RE.match(name):
+        raise CniError(
+            INVALID_NETWORK_CONFIG,
+            "invalid network name",
+            f"{name!r} must match {CONTAINER_ID_RE.pattern}",
+        )
+
+
+def parse_env(environ: Mapping[str, str]) -> CniEnv:
+    """Validate the CNI_* variables for the verb in CNI_COMMAND (duties 1-4, 7).
+
+    The caller handles the no-CNI_COMMAND case (the "about" line) before calling this.
+    """
+    command = environ.get("CNI_COMMAND", "")
+    if command not in COMMANDS:
+        raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+    missing = [var for var in REQUIRED_VARS[command] if var not in environ or environ[var] == ""]
+    # Duty 3: an empty container ID has its own code; report it before the generic list when it is the only gap.
+    if "CNI_CONTAINERID" in missing and missing == ["CNI_CONTAINERID"]:
+        raise CniError(UNKNOWN_CONTAINER, "missing containerID")
+    if missing:
+        raise CniError(INVALID_ENVIRONMENT, "required env variables missing", ", ".join(missing))
+    cid = environ.get("CNI_CONTAINERID", "")
+    ifname = environ.get("CNI_IFNAME", "")
+    if cid or command in ("ADD", "CHECK", "DEL"):
+        validate_container_id(cid)
+    if ifname or command in ("ADD", "CHECK", "DEL"):
+        validate_ifname(ifname)
+    path = tuple(p for p in environ.get("CNI_PATH", "").split(":") if p)
+    return CniEnv(
+        command=command,
+        container_id=cid,
+        netns=environ.get("CNI_NETNS", ""),
+        ifname=ifname,
+        args=environ.get("CNI_ARGS", ""),
+        path=path,
+    )
+
+
+def parse_cni_args(raw: str, known: Collection[str] | None = None) -> dict[str, str]:
+    """Parse CNI_ARGS `K=V;K=V` (duty 6).
+
+    A pair without exactly one '=' is an error (code 4). When `known` is given, keys outside it are an error unless
+    IgnoreUnknown is 1/true/True. The IgnoreUnknown key itself is kept in the result.
+    """
+    out: dict[str, str] = {}
+    if not raw:
+        return out
+    for pair in raw.split(";"):
+        if pair == "":
+            continue
+        parts = pair.split("=")
+        if len(parts) != 2:
+            raise CniError(INVALID_ENVIRONMENT, "invalid CNI_ARGS pair", f"{pair!r} must be KEY=VALUE")
+        out[parts[0]] = parts[1]
+    if known is not None:
+        ignore = out.get("IgnoreUnknown", "") in ("1", "true", "True")
+        unknown = [k for k in out if k not in known and k != "IgnoreUnknown"]
+        if unknown and not ignore:
+            raise CniError(
+                INVALID_ENVIRONMENT,
+                "unknown CNI_ARGS keys",
+                f"{', '.join(unknown)} (set IgnoreUnknown=1 to tolerate them)",
+            )
+    return out
+
+
+def parse_stdin(data: bytes | None, *, allow_empty: bool = False) -> dict[str, Any]:
+    """Decode the network configuration on stdin (duties 8, 9).
+
+    Unreadable stdin is the caller's code 5 (`read_stdin`); undecodable JSON or a non-object: code 6; a bad cniVersion
+    string: code 6. A missing cniVersion is filled in as 0.1.0. Empty stdin gives `{}` when `allow_empty` (VERSION).
+    """
+    if data is None or data.strip() == b"":
+        if allow_empty:
+            return {}
+        raise CniError(DECODE_FAILURE, "empty network configuration on stdin")
+    try:
+        conf = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CniError(DECODE_FAILURE, "failed to decode network configuration", str(exc)) from None
+    if not isinstance(conf, dict):
+        raise CniError(DECODE_FAILURE, "failed to decode network configuration", "stdin must be one JSON object")
+    if "cniVersion" not in conf:
+        conf["cniVersion"] = cniversion.DEFAULT_CONFIG_VERSION
+    cniversion.parse(conf["cniVersion"])
+    return conf
+
+
+def read_stdin(stream: Any) -> bytes:
+    """Read all of stdin as bytes; any OS error is code 5 (duty 8)."""
+    try:
+        data = stream.read()
+    except OSError as exc:
+        raise CniError(IO_FAILURE, "failed to read network configuration from stdin", str(exc)) from None
+    return data if isinstance(data, bytes) else str(data).encode()
