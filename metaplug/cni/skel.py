@@ -65,8 +65,8 @@ def dispatch(
     except Exception as exc:  # a bug must still produce a CNI error on stdout, never a bare traceback there
         import traceback
 
-        err = CniError(INTERNAL_ERROR, f"internal error in {name}", f"{type(exc).__name__}: {exc}")
-        return 1, json.dumps(err.to_dict(err_version)) + "\n", traceback.format_exc()
+        bug = CniError(INTERNAL_ERROR, f"internal error in {name}", f"{type(exc).__name__}: {exc}")
+        return 1, json.dumps(bug.to_dict(err_version)) + "\n", traceback.format_exc()
     if result is None:
         return 0, "", ""
     return 0, json.dumps(result) + "\n", ""
