@@ -25,6 +25,7 @@ DELEGATE_FAILED = 101  # a delegate failed without a usable JSON error (crash, g
 DELEGATE_NOT_FOUND = 102  # the delegate binary is not in binDir/CNI_PATH or is not a regular executable file
 ATTACHMENT_FAILED = 103  # an attachment of the pod failed (details name the attachment and the delegate error)
 DEL_INCOMPLETE = 104  # DEL could not remove every attachment (details list each failure)
+CHECK_MISMATCH = 105  # CHECK found the container's interfaces or addresses differ from the recorded result
 KUBERNETES_API = 110  # the Kubernetes API answered with a permanent error (401, 403, 404, ...)
 POD_UID_MISMATCH = 111  # the pod found in the API is not the pod the runtime asked for
 

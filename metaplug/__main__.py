@@ -1,0 +1,28 @@
+"""Entry point. With CNI_COMMAND set, metaplug is a CNI plugin; otherwise it is the operator's command line.
+
+Kept tiny: this module is imported on every CNI call.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def main() -> None:
+    if os.environ.get("CNI_COMMAND") or len(sys.argv) <= 1:
+        _plugin_main()
+    from metaplug.cli import main as cli_main
+
+    sys.exit(cli_main(sys.argv[1:]))
+
+
+def _plugin_main() -> None:
+    from metaplug.cni import skel
+    from metaplug.plugin import HANDLERS
+
+    skel.main(HANDLERS, name="metaplug")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""What to attach: selection elements from annotations, resolved delegate lists, ordered attachments."""

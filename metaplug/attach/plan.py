@@ -1,0 +1,186 @@
+"""The ordered attachments of one ADD (R9, R10, R13, R24, R30; DESIGN "attach/plan").
+
+Order (R24): the cluster network first, as CNI_IFNAME; then `defaultNetworks` (not for pods in systemNamespaces);
+then the static `delegates` after the first (Multus style); then the pod's selection elements in annotation order.
+Everything is validated here, before the first delegate runs: element syntax, NAD lookup, namespace isolation,
+interface names, and that each requested capability is declared by some plugin of that network (R7/R8/R11/R12/R14).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from metaplug.attach.annotations import (
+    DEFAULT_NETWORK_ANNOTATION,
+    NETWORKS_ANNOTATION,
+    SelectionElement,
+    parse_default_network_annotation,
+    parse_networks_annotation,
+    validate_default_route_owner,
+)
+from metaplug.attach.resolve import ResolvedNetwork, Resolver
+from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
+
+POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
+NETWORKS_CNI_ARG = "METAPLUG_NETWORKS"
+
+
+@dataclass
+class Attachment:
+    """One delegate network list to run for the container."""
+
+    ifname: str
+    status_name: str
+    conflist: dict[str, Any]
+    capability_args: dict[str, Any] = field(default_factory=dict)
+    cluster: bool = False
+    default_route: tuple[str, ...] = ()  # R13 gateways when this attachment owns the default route
+
+
+@dataclass
+class PodRef:
+    namespace: str
+    name: str | None
+    uid: str | None
+
+
+def pod_ref(cni_args: Mapping[str, str]) -> PodRef:
+    """The pod from CNI_ARGS (cni.md 33); `default` namespace when the runtime sends none."""
+    return PodRef(
+        namespace=cni_args.get("K8S_POD_NAMESPACE") or "default",
+        name=cni_args.get("K8S_POD_NAME") or None,
+        uid=cni_args.get("K8S_POD_UID") or None,
+    )
+
+
+def runtime_annotations(runtime_config: Mapping[str, Any]) -> dict[str, str] | None:
+    """Pod annotations handed over by containerd/CRI-O through the capability (source 1), or None."""
+    value = runtime_config.get(POD_ANNOTATIONS_CAPABILITY)
+    if isinstance(value, dict):
+        return {str(k): str(v) for k, v in value.items()}
+    return None
+
+
+def _declared_capabilities(conflist: Mapping[str, Any]) -> set[str]:
+    caps: set[str] = set()
+    for plugin in conflist.get("plugins", []):
+        for name, on in (plugin.get("capabilities") or {}).items():
+            if on is True:
+                caps.add(name)
+    return caps
+
+
+def _merge_cni_args(conflist: dict[str, Any], cni_args: Mapping[str, Any]) -> dict[str, Any]:
+    """R10: `cni-args` go into `args.cni` of every plugin of the list; the annotation wins."""
+    out = copy.deepcopy(conflist)
+    for plugin in out["plugins"]:
+        args = plugin.get("args")
+        if not isinstance(args, dict):
+            args = {}
+        cni = args.get("cni")
+        if not isinstance(cni, dict):
+            cni = {}
+        cni.update(cni_args)
+        args["cni"] = cni
+        plugin["args"] = args
+    return out
+
+
+@dataclass
+class PlanInputs:
+    """What the planner needs to know about the call, gathered by plugin.py."""
+
+    ifname: str
+    pod: PodRef
+    runtime_config: dict[str, Any]
+    annotations: dict[str, str] | None
+    config_networks: str | None  # args.cni.networks of metaplug's config, or CNI_ARGS METAPLUG_NETWORKS
+
+
+def build_plan(cfg: Any, inputs: PlanInputs, resolver: Resolver,
+               existing_ifnames: Callable[[], set[str]] | None = None) -> list[Attachment]:
+    """Every attachment of the ADD, validated, in order. `cfg` is a MetaplugConfig."""
+    annotations = inputs.annotations or {}
+    pod_ns = inputs.pod.namespace
+
+    # Cluster network (R24), overridable per pod with v1.multus-cni.io/default-network.
+    override = annotations.get(DEFAULT_NETWORK_ANNOTATION)
+    if override:
+        chosen = parse_default_network_annotation(override, cfg.network_namespace)
+        cluster = resolver.nad(chosen.namespace, chosen.name, pod_namespace=chosen.namespace,
+                               what=DEFAULT_NETWORK_ANNOTATION)
+    elif cfg.cluster_network:
+        cluster = resolver.cluster_network(cfg.cluster_network, cfg.network_namespace)
+    elif cfg.delegates:
+        cluster = resolver.inline(cfg.delegates[0], 0)
+    else:
+        raise CniError(INVALID_NETWORK_CONFIG, "no cluster network configured",
+                       "set clusterNetwork or delegates in metaplug's configuration")
+    plan = [Attachment(inputs.ifname, cluster.status_name, cluster.conflist,
+                       # R30: the runtime's runtimeConfig goes to the cluster network only.
+                       capability_args=dict(inputs.runtime_config), cluster=True)]
+
+    secondaries: list[tuple[ResolvedNetwork, SelectionElement | None]] = []
+    if pod_ns not in cfg.system_namespaces:
+        for ref in cfg.default_networks:
+            namespace, _, name = ref.rpartition("/")
+            resolved = resolver.nad(namespace or cfg.network_namespace, name,
+                                    pod_namespace=namespace or cfg.network_namespace, what="defaultNetworks")
+            secondaries.append((resolved, None))
+    for index, delegate in enumerate(cfg.delegates[1:], start=1):
+        secondaries.append((resolver.inline(delegate, index), None))
+
+    request = annotations.get(NETWORKS_ANNOTATION) or inputs.config_networks
+    elements = parse_networks_annotation(request, pod_ns) if request else []
+    validate_default_route_owner(elements)
+    for element in elements:
+        resolved = resolver.nad(element.namespace, element.name, pod_namespace=pod_ns,
+                                what=f"network {element.index} ({element.namespace}/{element.name})")
+        secondaries.append((resolved, element))
+
+    taken = {inputs.ifname}
+    explicit: set[str] = set()
+    for _, wanted in secondaries:
+        if wanted is not None and wanted.interface:
+            if wanted.interface in taken or wanted.interface in explicit:
+                raise CniError(INVALID_NETWORK_CONFIG, "interface name used twice",
+                               f"network {wanted.index} ({wanted.name}): interface {wanted.interface!r} is "
+                               "already used by another attachment of this pod (R9)")
+            explicit.add(wanted.interface)
+    taken |= explicit
+
+    counter = 0
+    for resolved, sel in secondaries:
+        counter += 1
+        if sel is not None and sel.interface:
+            ifname = sel.interface
+        else:
+            ifname = f"net{counter}"
+            while ifname in taken:
+                counter += 1
+                ifname = f"net{counter}"
+            taken.add(ifname)
+        conflist = resolved.conflist
+        caps: dict[str, Any] = {}
+        if sel is not None:
+            caps = sel.runtime_config()
+            missing = sorted(set(caps) - _declared_capabilities(conflist))
+            if missing:
+                raise CniError(INVALID_NETWORK_CONFIG, "network does not support the requested capability",
+                               f"network {sel.index} ({resolved.status_name}): no plugin of "
+                               f"{conflist['name']!r} declares {', '.join(missing)} (R7/R8/R11/R12/R14)")
+            if sel.cni_args:
+                conflist = _merge_cni_args(conflist, sel.cni_args)
+        plan.append(Attachment(ifname, resolved.status_name, conflist, capability_args=caps,
+                               default_route=sel.default_route if sel is not None else ()))
+
+    if existing_ifnames is not None:
+        present = existing_ifnames()
+        clash = [a.ifname for a in plan if a.ifname in present]
+        if clash:
+            raise CniError(INVALID_NETWORK_CONFIG, "interface already exists in the container's network namespace",
+                           f"{', '.join(clash)} (cni.md 10, R9)")
+    return plan

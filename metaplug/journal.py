@@ -1,0 +1,203 @@
+"""Crash-safe record of every attachment metaplug made for one container (DESIGN: "journal").
+
+Layout: `<stateDir>/<containerID>/<network>-<ifname>.json` (one journal per metaplug attachment: a container may be
+attached by several metaplug networks or ifnames) and `<stateDir>/<containerID>/<network>-<ifname>.lock`.
+A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file, fsync, rename, fsync dir).
+
+The body keeps, per attachment, the exact delegate config bytes, its ifname, CNI_ARGS, capability args, netns, its
+state ("adding" before the delegate ADD, "added" after) and its result. DEL, CHECK and GC read only this.
+
+Locking (cni.md 23): an flock on the lock file serialises every operation on one container+ifname. The lock file is
+removed when the journal is removed (a failed ADD and a complete DEL leave nothing in stateDir); a process that locked
+a file another process unlinked meanwhile notices (inode changed) and locks again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from metaplug.cni.errors import IO_FAILURE, CniError
+
+JOURNAL_VERSION = 1
+log = logging.getLogger("metaplug.journal")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
+    """Write `data` to `path` so a crash leaves either the old or the new content, never a mix."""
+    directory = os.path.dirname(path)
+    tmp = f"{path}.tmp.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(directory)
+
+
+def checksum(body: dict[str, Any]) -> str:
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.sha256(canonical).hexdigest()
+
+
+class CorruptJournal(Exception):
+    """The journal file exists but cannot be trusted; `partial` holds whatever body could be decoded."""
+
+    def __init__(self, path: str, reason: str, partial: dict[str, Any] | None) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+        self.partial = partial
+
+
+@dataclass(frozen=True)
+class JournalKey:
+    state_dir: str
+    container_id: str
+    network: str
+    ifname: str
+
+    @property
+    def container_dir(self) -> str:
+        return os.path.join(self.state_dir, self.container_id)
+
+    @property
+    def path(self) -> str:
+        return os.path.join(self.container_dir, f"{self.network}-{self.ifname}.json")
+
+    @property
+    def lock_path(self) -> str:
+        return os.path.join(self.container_dir, f"{self.network}-{self.ifname}.lock")
+
+
+def read(key: JournalKey) -> dict[str, Any] | None:
+    """The journal body, None when there is none. Raises CorruptJournal when it exists but is damaged."""
+    try:
+        with open(key.path, "rb") as fh:
+            raw = fh.read()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CniError(IO_FAILURE, "cannot read journal", f"{key.path}: {exc}") from None
+    return decode(key.path, raw)
+
+
+def decode(path: str, raw: bytes) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise CorruptJournal(path, f"not JSON ({exc})", None) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
+        raise CorruptJournal(path, "no journal body", None)
+    body: dict[str, Any] = doc["body"]
+    if doc.get("checksum") != checksum(body):
+        raise CorruptJournal(path, "checksum mismatch", body)
+    if body.get("version") != JOURNAL_VERSION:
+        raise CorruptJournal(path, f"unknown journal version {body.get('version')!r}", body)
+    return body
+
+
+def write(key: JournalKey, body: dict[str, Any]) -> None:
+    body["version"] = JOURNAL_VERSION
+    doc = {"checksum": checksum(body), "body": body}
+    try:
+        os.makedirs(key.container_dir, mode=0o700, exist_ok=True)
+        atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode())
+    except OSError as exc:
+        raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
+
+
+def set_aside(key: JournalKey) -> str | None:
+    """Move a corrupt journal out of the way (kept for the operator) and return where it went."""
+    dest = f"{key.path}.corrupt.{int(time.time())}"
+    try:
+        os.replace(key.path, dest)
+    except OSError:
+        return None
+    return dest
+
+
+def remove(key: JournalKey) -> None:
+    """Remove the journal, its lock file and the container dir when it is empty."""
+    for path in (key.path, key.lock_path):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    try:
+        os.rmdir(key.container_dir)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.ENOTEMPTY, errno.EEXIST):
+            raise
+
+
+@contextlib.contextmanager
+def locked(key: JournalKey, *, create: bool = True) -> Iterator[bool]:
+    """Hold the per-container lock (cni.md 23).
+
+    Yields False without locking when `create` is False and nothing exists yet.
+    """
+    if not create and not os.path.exists(key.container_dir):
+        yield False
+        return
+    while True:
+        try:
+            os.makedirs(key.container_dir, mode=0o700, exist_ok=True)
+            fd = os.open(key.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise CniError(IO_FAILURE, "cannot create lock file", f"{key.lock_path}: {exc}") from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            same = os.fstat(fd).st_ino == os.stat(key.lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # the holder before us removed the file: lock the new one
+    try:
+        yield True
+    finally:
+        os.close(fd)
+
+
+def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
+    """(containerID, journal file path) of every journal in stateDir (GC)."""
+    try:
+        containers = os.listdir(state_dir)
+    except FileNotFoundError:
+        return
+    for cid in sorted(containers):
+        cdir = os.path.join(state_dir, cid)
+        if not os.path.isdir(cdir):
+            continue
+        for fname in sorted(os.listdir(cdir)):
+            if fname.endswith(".json"):
+                yield cid, os.path.join(cdir, fname)
+
+
+def warn_dropped(key: JournalKey, attachment: dict[str, Any], error: Exception) -> None:
+    log.error(
+        "dropping attachment whose ADD never completed and whose DEL fails; check for leftovers by hand",
+        extra={"container": key.container_id, "ifname": attachment.get("ifname"),
+               "network": attachment.get("network"), "error": str(error)},
+    )

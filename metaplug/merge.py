@@ -1,0 +1,164 @@
+"""Many delegate results -> one CNI result, and the network-status entries (attachments.md R17-R23, "Results: BEYOND").
+
+Inputs are 1.1.0-shaped result dicts (interfaces / ips / routes / dns), already converted by the caller; outputs are
+fresh dicts that never alias the inputs. Conversion to the request's cniVersion is the caller's job.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+MERGED_VERSION = "1.1.0"
+
+
+@dataclass
+class AttachmentResult:
+    """The result of one attachment of a pod.
+
+    `network_name` is the status name (`namespace/nad`, or the cluster network's conf name); `ifname` the CNI_IFNAME
+    the attachment ran with; `is_default` marks the attachment that owns the default route (R13); `cluster` the
+    cluster network (R24). `device_info` is copied into the status entry of the attachment's interface when set.
+    """
+
+    network_name: str
+    ifname: str
+    result: dict[str, Any]
+    is_default: bool
+    cluster: bool
+    device_info: dict[str, Any] | None = field(default=None)
+
+
+def is_default_route(route: dict[str, Any]) -> bool:
+    """True for a route to 0.0.0.0/0 or ::/0 (any spelling with prefix length 0)."""
+    dst = route.get("dst")
+    if not isinstance(dst, str):
+        return False
+    try:
+        return ipaddress.ip_network(dst, strict=False).prefixlen == 0
+    except ValueError:
+        return False
+
+
+def _interface_index(ip: dict[str, Any], count: int) -> int | None:
+    """The ip's interface index when it is a valid index into a list of `count` interfaces."""
+    idx = ip.get("interface")
+    if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < count:
+        return None
+    return idx
+
+
+def _has_dns(dns: Any) -> bool:
+    return isinstance(dns, dict) and any(bool(v) for v in dns.values())
+
+
+def merge_results(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
+    """One result for the whole pod (BEYOND Multus).
+
+    Interfaces of every attachment concatenated in attachment order; every ips[].interface re-indexed into the merged
+    list (an ip without an index, or with an index outside its own result's interfaces, gets none: cni.md duty 27);
+    routes of every attachment, but default routes only from the attachment with is_default (R13); dns of the
+    cluster attachment.
+    """
+    interfaces: list[dict[str, Any]] = []
+    ips: list[dict[str, Any]] = []
+    routes: list[dict[str, Any]] = []
+    dns: dict[str, Any] | None = None
+    for att in attachments:
+        res = att.result
+        own_ifaces = res.get("interfaces") or []
+        offset = len(interfaces)
+        interfaces.extend(copy.deepcopy(own_ifaces))
+        for ip in res.get("ips") or []:
+            new_ip = copy.deepcopy(ip)
+            idx = _interface_index(ip, len(own_ifaces))
+            new_ip.pop("interface", None)
+            if idx is not None:
+                new_ip["interface"] = offset + idx
+            ips.append(new_ip)
+        for route in res.get("routes") or []:
+            if is_default_route(route) and not att.is_default:
+                continue
+            routes.append(copy.deepcopy(route))
+        if att.cluster and dns is None and _has_dns(res.get("dns")):
+            dns = copy.deepcopy(res["dns"])
+    merged: dict[str, Any] = {"cniVersion": MERGED_VERSION}
+    if interfaces:
+        merged["interfaces"] = interfaces
+    if ips:
+        merged["ips"] = ips
+    if routes:
+        merged["routes"] = routes
+    if dns is not None:
+        merged["dns"] = dns
+    return merged
+
+
+def _address(ip: dict[str, Any]) -> str:
+    """`10.1.2.3/24` -> `10.1.2.3` (R19: status lists addresses without prefix)."""
+    addr = str(ip.get("address", ""))
+    return addr.split("/", 1)[0]
+
+
+def _entry(
+    att: AttachmentResult, ifname: str, ips: list[dict[str, Any]], iface: dict[str, Any] | None, default: bool
+) -> dict[str, Any]:
+    entry: dict[str, Any] = {"name": att.network_name, "interface": ifname}
+    entry["ips"] = [_address(ip) for ip in ips if ip.get("address")]
+    if iface is not None and iface.get("mac"):
+        entry["mac"] = iface["mac"]
+    if iface is not None and iface.get("mtu"):
+        entry["mtu"] = iface["mtu"]
+    entry["default"] = default
+    dns = att.result.get("dns")
+    if _has_dns(dns):
+        entry["dns"] = copy.deepcopy(dns)
+    gateways: list[str] = []
+    for ip in ips:
+        gw = ip.get("gateway")
+        if gw and gw not in gateways:
+            gateways.append(gw)
+    if gateways:
+        entry["gateway"] = gateways
+    if att.device_info is not None and ifname == att.ifname:
+        entry["device-info"] = copy.deepcopy(att.device_info)
+    return entry
+
+
+def network_status(attachments: Sequence[AttachmentResult]) -> list[dict[str, Any]]:
+    """The `k8s.v1.cni.cncf.io/network-status` entries (R17-R23).
+
+    One entry per sandbox interface (non-empty `sandbox`), in attachment order, with the addresses whose
+    ips[].interface points at it. An attachment whose result has no sandbox interface (IPAM-only style) still gets
+    one entry named after its ifname, carrying all its addresses. Exactly one entry is `default: true` when an
+    attachment has is_default (the first such): its interface named ifname, else its first sandbox interface.
+    """
+    out: list[dict[str, Any]] = []
+    default_given = False
+    for att in attachments:
+        res = att.result
+        ifaces: list[dict[str, Any]] = list(res.get("interfaces") or [])
+        all_ips: list[dict[str, Any]] = list(res.get("ips") or [])
+        sandbox = [i for i, iface in enumerate(ifaces) if iface.get("sandbox")]
+        wants_default = att.is_default and not default_given
+        default_given = default_given or att.is_default
+        if not sandbox:
+            out.append(_entry(att, att.ifname, all_ips, None, wants_default))
+            continue
+        named = [i for i in sandbox if ifaces[i].get("name") == att.ifname]
+        default_idx = named[0] if named else sandbox[0]
+        for i in sandbox:
+            own = [ip for ip in all_ips if _interface_index(ip, len(ifaces)) == i]
+            out.append(_entry(att, str(ifaces[i].get("name", "")), own, ifaces[i], wants_default and i == default_idx))
+    return out
+
+
+def primary_result(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
+    """The cluster attachment's result alone (`"result": "primary"`, the Multus behaviour). A copy."""
+    for att in attachments:
+        if att.cluster:
+            return copy.deepcopy(att.result)
+    raise ValueError("no cluster attachment among the results")

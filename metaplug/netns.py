@@ -1,0 +1,140 @@
+"""Look into and adjust a container's network namespace (CHECK, R9 name collisions, R13 default route).
+
+A network namespace is per thread on Linux, so each operation runs in a short-lived thread that `setns()`s into the
+target namespace: the process itself never leaves its own namespace, and nothing has to fork. Listing interface names
+uses only the C library (cheap, on the ADD hot path); reading addresses and changing routes uses pyroute2, imported
+only when those are needed.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
+
+T = TypeVar("T")
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+def run_in_netns(path: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a thread that has entered the network namespace at `path`; return its result or raise its error."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as exc:
+        raise CniError(INVALID_ENVIRONMENT, "cannot open network namespace", f"{path}: {exc.strerror}") from None
+    box: dict[str, Any] = {}
+
+    def worker() -> None:
+        try:
+            _setns(fd)
+            box["value"] = fn()
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    try:
+        thread = threading.Thread(target=worker, name="metaplug-netns", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+def interface_names(path: str) -> set[str]:
+    """Names of every interface in the namespace at `path`."""
+    import socket
+
+    return run_in_netns(path, lambda: {name for _, name in socket.if_nameindex()})
+
+
+def _ipr() -> Any:
+    from pyroute2 import IPRoute
+
+    return IPRoute()
+
+
+def inspect_interfaces(path: str) -> dict[str, dict[str, Any]]:
+    """{ifname: {"mac": str, "addresses": set of "ip/prefix", "index": int}} of every interface in the namespace."""
+
+    def collect() -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        with _ipr() as ipr:
+            by_index: dict[int, str] = {}
+            for link in ipr.get_links():
+                name = link.get_attr("IFLA_IFNAME")
+                mac = link.get_attr("IFLA_ADDRESS") or ""
+                by_index[link["index"]] = name
+                out[name] = {"mac": mac.lower(), "addresses": set(), "index": link["index"]}
+            for addr in ipr.get_addr():
+                name = by_index.get(addr["index"])
+                if name is not None:
+                    out[name]["addresses"].add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+        return out
+
+    return run_in_netns(path, collect)
+
+
+def check_result(path: str, result: dict[str, Any]) -> list[str]:
+    """What in the namespace does not match `result` (1.x shape): missing interfaces, other MACs, missing addresses."""
+    actual = inspect_interfaces(path)
+    problems: list[str] = []
+    interfaces = result.get("interfaces") or []
+    for iface in interfaces:
+        if not iface.get("sandbox"):
+            continue
+        name = iface.get("name", "")
+        found = actual.get(name)
+        if found is None:
+            problems.append(f"interface {name} is missing")
+            continue
+        mac = (iface.get("mac") or "").lower()
+        if mac and found["mac"] != mac:
+            problems.append(f"interface {name} has MAC {found['mac']}, expected {mac}")
+    for ip in result.get("ips") or []:
+        idx = ip.get("interface")
+        if idx is None or not 0 <= idx < len(interfaces) or not interfaces[idx].get("sandbox"):
+            continue
+        name = interfaces[idx].get("name", "")
+        if name not in actual:
+            continue
+        wanted = str(ipaddress.ip_interface(ip["address"]))
+        have = {str(ipaddress.ip_interface(a)) for a in actual[name]["addresses"]}
+        if wanted not in have:
+            problems.append(f"interface {name} lacks address {ip['address']}")
+    return problems
+
+
+def move_default_route(path: str, old_ifname: str | None, new_ifname: str, gateways: Iterable[str]) -> None:
+    """R13: remove the default route(s) of `old_ifname` and route the default through `gateways` on `new_ifname`."""
+    gws = [ipaddress.ip_address(g) for g in gateways]
+
+    def apply() -> None:
+        with _ipr() as ipr:
+            new_index = ipr.link_lookup(ifname=new_ifname)
+            if not new_index:
+                raise CniError(INVALID_ENVIRONMENT, "default-route interface is missing", new_ifname)
+            for gw in gws:
+                family = 10 if gw.version == 6 else 2
+                dst = "::/0" if gw.version == 6 else "0.0.0.0/0"
+                for route in ipr.get_default_routes(family=family):
+                    oif = route.get_attr("RTA_OIF")
+                    if old_ifname is None or oif in ipr.link_lookup(ifname=old_ifname) or oif == new_index[0]:
+                        ipr.route("del", dst=dst, oif=oif, family=family, gateway=route.get_attr("RTA_GATEWAY"))
+                ipr.route("add", dst=dst, gateway=str(gw), oif=new_index[0], family=family)
+
+    run_in_netns(path, apply)

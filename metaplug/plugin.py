@@ -1,0 +1,417 @@
+"""metaplug's CNI verbs: ADD, DEL, CHECK, STATUS, GC (VERSION is answered by cni.skel).
+
+Each verb reads like its story; the details live in attach/ (what to attach), cni/ (running delegates), journal
+(what was made), merge (one result) and netns (looking into the container).
+
+- ADD: validate everything first (config, elements, NADs, binaries, interface names), then run the attachments in order
+  (cluster network first, R24), journaling each one before and after its delegate ADD. Any failure: DEL what was made,
+  in reverse, and return the original error naming the attachment (R27).
+  A repeated ADD first removes the previous attempt.
+- DEL, CHECK, GC: driven by the journal alone (DESIGN), so they never depend on annotations, NADs or config files that
+  may have changed or vanished, and they never import pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from metaplug import journal
+from metaplug.cni import skel
+from metaplug.cni.env import CniEnv, parse_cni_args
+from metaplug.cni.errors import (
+    CHECK_MISMATCH,
+    DEL_INCOMPLETE,
+    INCOMPATIBLE_VERSION,
+    IO_FAILURE,
+    NOT_AVAILABLE,
+    NOT_AVAILABLE_DEGRADED,
+    TRY_AGAIN_LATER,
+    UNKNOWN_CONTAINER,
+    CniError,
+)
+from metaplug.config import Settings
+from metaplug.runner import runtime_conf
+
+log = logging.getLogger("metaplug.plugin")
+RESULT_VERSION = "1.1.0"  # attachments are merged in this shape, then converted to the request's version
+
+
+def _setup(env: CniEnv, settings: Settings) -> None:
+    from metaplug import log as mplog
+
+    mplog.configure(settings.log_level, settings.log_file,
+                    {"verb": env.command, "container": env.container_id, "ifname": env.ifname})
+
+
+def _paths(bin_dir: str, env: CniEnv) -> list[str]:
+    """binDir is searched before CNI_PATH."""
+    return [bin_dir, *[p for p in env.path if p != bin_dir]]
+
+
+# ---------------------------------------------------------------- ADD
+
+
+def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
+    settings = Settings.from_raw(conf)
+    _setup(env, settings)
+    from metaplug.config import load_config
+
+    cfg = load_config(conf)
+    key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.name, env.ifname)
+    with journal.locked(key):
+        try:
+            # cni.md 36: Nomad retries ADD without DEL and kubelet may repeat it; never leak the earlier attempt.
+            _delete_recorded(key, env, settings, reason="repeated ADD")
+            return _add_locked(env, conf, cfg, key)
+        finally:
+            if not os.path.exists(key.path):
+                journal.remove(key)  # a failed ADD leaves nothing in stateDir
+
+
+def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: Any, key: journal.JournalKey) -> dict[str, Any]:
+    from metaplug import netns
+    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations
+    from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
+    from metaplug.cni.invoke import find_plugin
+
+    cni_args = parse_cni_args(env.args)
+    pod = pod_ref(cni_args)
+    runtime_config: dict[str, Any] = conf["runtimeConfig"] if isinstance(conf.get("runtimeConfig"), dict) else {}
+    annotations = runtime_annotations(runtime_config)
+    sources: list[NadSource] = []
+    kube = _kube_context(cfg, pod, cni_args)
+    if kube is not None:
+        if annotations is None:
+            annotations = kube.pod_annotations()
+        sources.append(kube.nad_source())
+    sources.append(LocalNadStore(cfg.conf_dir))
+    resolver = Resolver(cfg.conf_dir, sources, namespace_isolation=cfg.namespace_isolation,
+                        global_namespaces=cfg.global_namespaces)
+    inputs = PlanInputs(ifname=env.ifname, pod=pod, runtime_config=runtime_config, annotations=annotations,
+                        config_networks=_config_networks(conf, cni_args))
+    plan = build_plan(cfg, inputs, resolver, existing_ifnames=lambda: netns.interface_names(env.netns))
+    paths = _paths(cfg.bin_dir, env)
+    for attachment in plan:  # every binary found before the first delegate runs
+        for plugin in attachment.conflist["plugins"]:
+            find_plugin(plugin["type"], paths)
+    _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
+
+    body: dict[str, Any] = {
+        "containerId": env.container_id, "ifname": env.ifname, "network": cfg.name, "netns": env.netns,
+        "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
+        "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
+        "attachments": [
+            {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
+             "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
+             "state": "planned", "result": None}
+            for a in plan
+        ],
+    }
+    from metaplug.runner import run_attachments
+
+    try:
+        results = run_attachments(key, body, parallel=cfg.parallel)
+        merged, status = _finish(env, conf, cfg, body, results)
+    except BaseException as exc:
+        failures = _rollback(key, env, body)
+        if failures:
+            log.error("rollback left attachments behind; the runtime's DEL will retry them",
+                      extra={"failures": failures})
+        if isinstance(exc, CniError):
+            raise
+        raise CniError(skel.INTERNAL_ERROR, "internal error during ADD", f"{type(exc).__name__}: {exc}") from exc
+    body["status"] = status
+    body["result"] = merged
+    journal.write(key, body)
+    if kube is not None:
+        kube.publish_status(status)
+    from metaplug.cni.convert import convert_result
+
+    return convert_result(merged if cfg.result == "merged" else body["primaryResult"], conf["cniVersion"])
+
+
+def _finish(env: CniEnv, conf: dict[str, Any], cfg: Any, body: dict[str, Any],
+            results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Default route (R13), merged result, network-status (R17-R23)."""
+    from metaplug import netns
+    from metaplug.merge import AttachmentResult, merge_results, network_status, primary_result
+
+    attachments = body["attachments"]
+    owner = next((i for i, a in enumerate(attachments) if a["defaultRoute"]), None)
+    if owner is not None:
+        cluster_ifname = attachments[0]["ifname"]
+        netns.move_default_route(env.netns, cluster_ifname, attachments[owner]["ifname"],
+                                 attachments[owner]["defaultRoute"])
+        results = _reassign_default_routes(results, owner)
+    default_index = owner if owner is not None else 0
+    merged_inputs = [
+        AttachmentResult(network_name=a["network"], ifname=a["ifname"], result=r, is_default=(i == default_index),
+                         cluster=a["cluster"])
+        for i, (a, r) in enumerate(zip(attachments, results, strict=True))
+    ]
+    merged = merge_results(merged_inputs)
+    prev = conf.get("prevResult")
+    if isinstance(prev, dict):  # cni.md 10: metaplug inside a chain carries prevResult forward
+        from metaplug.cni.convert import convert_result
+
+        prior = AttachmentResult(network_name="prevResult", ifname="", result=convert_result(prev, RESULT_VERSION),
+                                 is_default=True, cluster=False)
+        merged = merge_results([prior, *merged_inputs])
+    body["primaryResult"] = primary_result(merged_inputs)
+    return merged, network_status(merged_inputs)
+
+
+def _reassign_default_routes(results: list[dict[str, Any]], owner: int) -> list[dict[str, Any]]:
+    """R13 in the result: the owner gets default routes via its gateways; the others lose theirs."""
+    out = []
+    for i, result in enumerate(results):
+        result = dict(result)
+        routes = [r for r in result.get("routes") or [] if r.get("dst") not in ("0.0.0.0/0", "::/0")]
+        if i == owner:
+            routes = list(result.get("routes") or [])
+        result["routes"] = routes
+        out.append(result)
+    return out
+
+
+def _config_networks(conf: Mapping[str, Any], cni_args: Mapping[str, str]) -> str | None:
+    """Source 3: `args.cni.networks` of metaplug's config, else CNI_ARGS METAPLUG_NETWORKS."""
+    args = conf.get("args")
+    if isinstance(args, dict) and isinstance(args.get("cni"), dict):
+        networks = args["cni"].get("networks")
+        if isinstance(networks, str) and networks.strip():
+            return networks
+        if isinstance(networks, list):
+            return json.dumps(networks)
+    return cni_args.get("METAPLUG_NETWORKS") or None
+
+
+def _wait_for_readiness(path: str | None, timeout: float) -> None:
+    """R25: wait (bounded) until the readiness indicator file exists."""
+    if not path:
+        return
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() >= deadline:
+            raise CniError(TRY_AGAIN_LATER, "cluster network not ready",
+                           f"readiness indicator file {path} did not appear within {timeout:g} s")
+        time.sleep(0.1)
+
+
+def _kube_context(cfg: Any, pod: Any, cni_args: Mapping[str, str]) -> Any:
+    """The Kubernetes side of this ADD, or None when no kubeconfig is configured or the runtime names no pod."""
+    if not cfg.kubeconfig or not pod.name:
+        return None
+    from metaplug.k8s.source import KubeContext
+
+    return KubeContext.create(cfg, pod)
+
+
+def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> list[str]:
+    """R27: DEL every attachment made so far, the failed one included, in reverse order."""
+    started = [a for a in body["attachments"] if a["state"] != "planned"]
+    body["attachments"] = started
+    if not started:
+        return []
+    journal.write(key, body)
+    return _delete_attachments(key, env, body, rollback=True)
+
+
+# ---------------------------------------------------------------- DEL
+
+
+def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+    settings = Settings.from_raw(conf)
+    _setup(env, settings)
+    key = journal.JournalKey(settings.state_dir, env.container_id, settings.name, env.ifname)
+    with journal.locked(key, create=False) as exists:
+        if exists:
+            _delete_recorded(key, env, settings, reason="DEL")
+    return None
+
+
+def _delete_recorded(key: journal.JournalKey, env: CniEnv, settings: Settings, *, reason: str) -> None:
+    """DEL everything the journal records (caller holds the lock); remove the journal when all is gone."""
+    try:
+        body = journal.read(key)
+    except journal.CorruptJournal as bad:
+        aside = journal.set_aside(key)
+        log.error("corrupt journal moved aside; deleting what can be read of it",
+                  extra={"path": bad.path, "reason": bad.reason, "moved_to": aside})
+        body = bad.partial
+        if body is None or not isinstance(body.get("attachments"), list):
+            log.error("nothing recoverable in the corrupt journal; inspect it by hand", extra={"moved_to": aside})
+            journal.remove(key)
+            return
+    if body is None:
+        journal.remove(key)
+        return
+    log.info("deleting recorded attachments", extra={"reason": reason, "count": len(body.get("attachments", []))})
+    failures = _delete_attachments(key, env, body, rollback=False)
+    if failures:
+        raise CniError(DEL_INCOMPLETE, f"{reason}: could not delete every attachment", "; ".join(failures))
+    journal.remove(key)
+
+
+def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, Any], *, rollback: bool) -> list[str]:
+    """Reverse order, every attachment attempted (R27). Entries leave the journal only once their DEL succeeded,
+    except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly."""
+    from metaplug.cni.chain import del_network_list, load_conflist
+
+    failures: list[str] = []
+    netns = env.netns or ""
+    for attachment in list(reversed(body["attachments"])):
+        try:
+            conflist = load_conflist(attachment["conflist"].encode())
+            del_network_list(conflist, runtime_conf(body, attachment, netns), body["paths"],
+                             prev_result=attachment.get("result"), timeout=body.get("timeout"))
+        except CniError as err:
+            if attachment.get("state") != "added" or rollback:
+                journal.warn_dropped(key, attachment, err)
+            else:
+                failures.append(f"{attachment['ifname']} ({attachment['network']}): {err}")
+                continue
+        body["attachments"].remove(attachment)
+        if body["attachments"]:
+            journal.write(key, body)
+    if rollback:
+        failures = []
+    return failures
+
+
+# ---------------------------------------------------------------- CHECK
+
+
+def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+    from metaplug.cni.version import at_least
+
+    if not at_least(conf["cniVersion"], "0.4.0"):
+        raise CniError(INCOMPATIBLE_VERSION, "config version does not allow CHECK",
+                       f"cniVersion {conf['cniVersion']} < 0.4.0 (cni.md 12)")
+    settings = Settings.from_raw(conf)
+    _setup(env, settings)
+    key = journal.JournalKey(settings.state_dir, env.container_id, settings.name, env.ifname)
+    with journal.locked(key, create=False) as exists:
+        try:
+            body = journal.read(key) if exists else None
+        except journal.CorruptJournal as bad:
+            raise CniError(IO_FAILURE, "journal is corrupt", f"{bad.path}: {bad.reason}") from None
+        if body is None:
+            if exists:
+                journal.remove(key)
+            raise CniError(UNKNOWN_CONTAINER, "no attachments recorded for this container",
+                           f"container {env.container_id} ifname {env.ifname} in {settings.state_dir}")
+        from metaplug import netns
+        from metaplug.cni.chain import check_network_list, load_conflist
+
+        for attachment in body["attachments"]:
+            try:
+                check_network_list(load_conflist(attachment["conflist"].encode()),
+                                   runtime_conf(body, attachment, env.netns), body["paths"],
+                                   prev_result=attachment.get("result"), timeout=body.get("timeout"))
+            except CniError as err:
+                raise CniError(err.code, f"CHECK failed for {attachment['ifname']} ({attachment['network']})",
+                               f"{err.msg}: {err.details}" if err.details else err.msg) from None
+        problems = netns.check_result(env.netns, body["result"])
+        if problems:
+            raise CniError(CHECK_MISMATCH, "container network does not match the recorded result",
+                           "; ".join(problems))
+    return None
+
+
+# ---------------------------------------------------------------- STATUS
+
+
+def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+    from metaplug.attach.resolve import LocalNadStore, Resolver
+    from metaplug.cni.chain import status_network_list
+    from metaplug.cni.invoke import find_plugin
+    from metaplug.config import load_config
+
+    cfg = load_config(conf)
+    _setup(env, Settings.from_raw(conf))
+    if cfg.readiness_indicator_file and not os.path.exists(cfg.readiness_indicator_file):
+        raise CniError(NOT_AVAILABLE, "cluster network not ready",
+                       f"readiness indicator file {cfg.readiness_indicator_file} does not exist (R25)")
+    resolver = Resolver(cfg.conf_dir, [LocalNadStore(cfg.conf_dir)])
+    try:
+        if cfg.cluster_network:
+            cluster = resolver.cluster_network(cfg.cluster_network, cfg.network_namespace).conflist
+        elif cfg.delegates:
+            cluster = resolver.inline(cfg.delegates[0], 0).conflist
+        else:
+            raise CniError(NOT_AVAILABLE, "no cluster network configured")
+        paths = _paths(cfg.bin_dir, env)
+        for plugin in cluster["plugins"]:
+            find_plugin(plugin["type"], paths)
+        status_network_list(cluster, paths, timeout=cfg.delegate_timeout)
+    except CniError as err:
+        code = err.code if err.code in (NOT_AVAILABLE, NOT_AVAILABLE_DEGRADED) else NOT_AVAILABLE
+        raise CniError(code, f"cluster network not available: {err.msg}", err.details) from None
+    return None
+
+
+# ---------------------------------------------------------------- GC
+
+
+def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+    from metaplug.cni.chain import gc_network_list, load_conflist
+
+    settings = Settings.from_raw(conf)
+    _setup(env, settings)
+    valid_list = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments")) or []
+    valid = {(v.get("containerID"), v.get("ifname")) for v in valid_list if isinstance(v, dict)}
+    errors: list[str] = []
+    networks: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    delegate_valid: dict[str, list[dict[str, str]]] = {}
+    for cid, path in journal.list_journals(settings.state_dir):
+        try:
+            with open(path, "rb") as fh:
+                body = journal.decode(path, fh.read())
+        except (OSError, journal.CorruptJournal) as exc:
+            errors.append(f"{path}: {exc}")
+            continue
+        if body.get("network") != settings.name:
+            continue  # several metaplug networks may share a stateDir
+        for attachment in body["attachments"]:
+            conflist = load_conflist(attachment["conflist"].encode())
+            networks[conflist["name"]] = (conflist, body["paths"])
+        if (cid, body.get("ifname")) in valid:
+            for attachment in body["attachments"]:
+                name = json.loads(attachment["conflist"])["name"]
+                delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
+            continue
+        key = journal.JournalKey(settings.state_dir, cid, settings.name, body["ifname"])
+        gc_env = CniEnv(command="DEL", container_id=cid, netns="", ifname=body["ifname"], args=body.get("cniArgs", ""),
+                        path=env.path)
+        try:
+            with journal.locked(key, create=False) as exists:
+                if exists:
+                    _delete_recorded(key, gc_env, settings, reason="GC")
+        except CniError as err:
+            errors.append(f"{cid}/{body['ifname']}: {err}")
+    for name, (conflist, paths) in sorted(networks.items()):
+        try:
+            gc_network_list(conflist, _paths(settings.bin_dir, env) if env.path else paths,
+                            delegate_valid.get(name, []), timeout=settings.delegate_timeout)
+        except CniError as err:
+            errors.append(f"GC of network {name}: {err}")
+    if errors:
+        raise CniError(DEL_INCOMPLETE, "GC could not remove everything", "; ".join(errors))
+    return None
+
+
+HANDLERS: dict[str, skel.Handler] = {
+    "ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check, "STATUS": cmd_status, "GC": cmd_gc,
+}
+
+
+def run(environ: Mapping[str, str], stdin: bytes | None) -> tuple[int, str, str]:
+    """One CNI call, pure: (exit status, stdout, stderr). The process entry and a future daemon both call this."""
+    return skel.dispatch(environ, stdin, HANDLERS, name="metaplug")
+

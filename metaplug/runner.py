@@ -1,0 +1,82 @@
+"""Run the planned attachments of one ADD through the delegate runtime (cni.chain), journaling each step.
+
+The cluster network always runs first (R24). The secondary attachments run one after another (R28), or concurrently
+with `parallel: true` (BEYOND R28); either way the results come back in plan order, so the output is identical.
+Before its delegate ADD an attachment is journaled as "adding", after it as "added" with its result, so a crash at any
+point leaves a journal that DEL can act on.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from metaplug import journal
+from metaplug.cni.env import parse_cni_args
+from metaplug.cni.errors import CniError
+
+MERGE_VERSION = "1.1.0"
+
+
+def runtime_conf(body: Mapping[str, Any], attachment: Mapping[str, Any], netns: str) -> Any:
+    """The delegate runtime's view of one recorded attachment."""
+    from metaplug.cni.chain import RuntimeConf
+
+    return RuntimeConf(container_id=body["containerId"], netns=netns, ifname=attachment["ifname"],
+                       args=list(parse_cni_args(body.get("cniArgs", "")).items()),
+                       capability_args=dict(attachment.get("capabilityArgs") or {}))
+
+
+class _Runner:
+    def __init__(self, key: journal.JournalKey, body: dict[str, Any]) -> None:
+        self.key = key
+        self.body = body
+        self.lock = threading.Lock()
+
+    def _record(self, attachment: dict[str, Any], **changes: Any) -> None:
+        with self.lock:
+            attachment.update(changes)
+            journal.write(self.key, self.body)
+
+    def run_one(self, index: int) -> dict[str, Any]:
+        from metaplug.cni.chain import add_network_list
+        from metaplug.cni.convert import convert_result
+
+        attachment = self.body["attachments"][index]
+        self._record(attachment, state="adding")
+        conflist = json.loads(attachment["conflist"])
+        try:
+            result = add_network_list(conflist, runtime_conf(self.body, attachment, self.body["netns"]),
+                                      self.body["paths"], timeout=self.body.get("timeout"))
+        except CniError as err:
+            # R27: the error names the attachment that failed; the code stays the delegate's.
+            detail = f"{err.msg}: {err.details}" if err.details else err.msg
+            raise CniError(err.code, f"attachment {attachment['ifname']} ({attachment['network']}) failed",
+                           detail) from None
+        self._record(attachment, state="added", result=result)
+        return convert_result(result, MERGE_VERSION)
+
+
+def run_attachments(key: journal.JournalKey, body: dict[str, Any], *, parallel: bool = False) -> list[dict[str, Any]]:
+    """ADD every attachment of `body`; results (1.1.0 shape) in plan order. Stops at the first failure (R27)."""
+    runner = _Runner(key, body)
+    count = len(body["attachments"])
+    results = [runner.run_one(0)]
+    if not parallel or count <= 2:
+        results.extend(runner.run_one(i) for i in range(1, count))
+        return results
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=min(8, count - 1)) as pool:
+        futures = [pool.submit(runner.run_one, i) for i in range(1, count)]
+        outcomes: list[dict[str, Any] | BaseException] = []
+        for future in futures:
+            exc = future.exception()
+            outcomes.append(exc if exc is not None else future.result())
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome  # the first failure in plan order, after every concurrent ADD has finished
+        results.append(outcome)
+    return results
