@@ -147,7 +147,7 @@ def _finish(env: CniEnv, conf: dict[str, Any], cfg: Any, body: dict[str, Any],
         cluster_ifname = attachments[0]["ifname"]
         netns.move_default_route(env.netns, cluster_ifname, attachments[owner]["ifname"],
                                  attachments[owner]["defaultRoute"])
-        results = _reassign_default_routes(results, owner)
+        results = _reassign_default_routes(results, owner, attachments[owner]["defaultRoute"])
     default_index = owner if owner is not None else 0
     merged_inputs = [
         AttachmentResult(network_name=a["network"], ifname=a["ifname"], result=r, is_default=(i == default_index),
@@ -166,14 +166,19 @@ def _finish(env: CniEnv, conf: dict[str, Any], cfg: Any, body: dict[str, Any],
     return merged, network_status(merged_inputs)
 
 
-def _reassign_default_routes(results: list[dict[str, Any]], owner: int) -> list[dict[str, Any]]:
-    """R13 in the result: the owner gets default routes via its gateways; the others lose theirs."""
+def _reassign_default_routes(results: list[dict[str, Any]], owner: int,
+                             gateways: list[str]) -> list[dict[str, Any]]:
+    """R13 in the result: the owner's routes get a default route via each of its gateways; the others lose theirs."""
+    import ipaddress
+
     out = []
     for i, result in enumerate(results):
         result = dict(result)
         routes = [r for r in result.get("routes") or [] if r.get("dst") not in ("0.0.0.0/0", "::/0")]
         if i == owner:
-            routes = list(result.get("routes") or [])
+            for gw in gateways:
+                dst = "::/0" if ipaddress.ip_address(gw).version == 6 else "0.0.0.0/0"
+                routes.append({"dst": dst, "gw": gw})
         result["routes"] = routes
         out.append(result)
     return out
@@ -219,7 +224,7 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> lis
     if not started:
         return []
     journal.write(key, body)
-    return _delete_attachments(key, env, body, rollback=True)
+    return _delete_attachments(key, env, body)
 
 
 # ---------------------------------------------------------------- DEL
@@ -252,15 +257,16 @@ def _delete_recorded(key: journal.JournalKey, env: CniEnv, settings: Settings, *
         journal.remove(key)
         return
     log.info("deleting recorded attachments", extra={"reason": reason, "count": len(body.get("attachments", []))})
-    failures = _delete_attachments(key, env, body, rollback=False)
+    failures = _delete_attachments(key, env, body)
     if failures:
         raise CniError(DEL_INCOMPLETE, f"{reason}: could not delete every attachment", "; ".join(failures))
     journal.remove(key)
 
 
-def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, Any], *, rollback: bool) -> list[str]:
+def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> list[str]:
     """Reverse order, every attachment attempted (R27). Entries leave the journal only once their DEL succeeded,
-    except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly."""
+    except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly. When the last entry
+    goes, so do the journal and its lock file."""
     from metaplug.cni.chain import del_network_list, load_conflist
 
     failures: list[str] = []
@@ -271,7 +277,7 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, An
             del_network_list(conflist, runtime_conf(body, attachment, netns), body["paths"],
                              prev_result=attachment.get("result"), timeout=body.get("timeout"))
         except CniError as err:
-            if attachment.get("state") != "added" or rollback:
+            if attachment.get("state") != "added":
                 journal.warn_dropped(key, attachment, err)
             else:
                 failures.append(f"{attachment['ifname']} ({attachment['network']}): {err}")
@@ -279,8 +285,8 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, An
         body["attachments"].remove(attachment)
         if body["attachments"]:
             journal.write(key, body)
-    if rollback:
-        failures = []
+        else:
+            journal.remove(key)
     return failures
 
 
@@ -387,8 +393,10 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
                 delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
             continue
         key = journal.JournalKey(settings.state_dir, cid, settings.name, body["ifname"])
-        gc_env = CniEnv(command="DEL", container_id=cid, netns="", ifname=body["ifname"], args=body.get("cniArgs", ""),
-                        path=env.path)
+        # cni.md 14 lets GC assume the netns is gone; when it still exists, DEL inside it so nothing is left.
+        recorded = body.get("netns") or ""
+        gc_env = CniEnv(command="DEL", container_id=cid, netns=recorded if os.path.exists(recorded) else "",
+                        ifname=body["ifname"], args=body.get("cniArgs", ""), path=env.path)
         try:
             with journal.locked(key, create=False) as exists:
                 if exists:

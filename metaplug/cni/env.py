@@ -74,7 +74,7 @@ def validate_container_id(cid: str) -> None:
     """Duty 3: empty -> code 3 'missing containerID'; bad characters -> code 4."""
     if not cid:
         raise CniError(UNKNOWN_CONTAINER, "missing containerID")
-    if not CONTAINER_ID_RE.match(cid):
+    if not CONTAINER_ID_RE.fullmatch(cid):
         raise CniError(
             INVALID_ENVIRONMENT,
             "invalid characters in containerID",
@@ -84,7 +84,7 @@ def validate_container_id(cid: str) -> None:
 
 def validate_network_name(name: Any) -> None:
     """Duty 5: a network name uses the container-ID charset (code 7)."""
-    if not isinstance(name, str) or not CONTAINER_ID_RE.match(name):
+    if not isinstance(name, str) or not CONTAINER_ID_RE.fullmatch(name):
         raise CniError(
             INVALID_NETWORK_CONFIG,
             "invalid network name",

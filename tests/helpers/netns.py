@@ -1,8 +1,8 @@
 """Real network namespaces for tests, and how to run commands inside them.
 
-Safety (developers' guide): nothing here touches the machine's own interfaces. Every test gets a "node" namespace with its
-own veth uplinks; metaplug and the delegates run inside it with `ip netns exec`. Every namespace made here is deleted
-when the test ends, pass or fail (deleting a namespace destroys every device inside it).
+Safety (developers' guide): nothing here touches the machine's own interfaces. Every test gets a "node" namespace with
+its own veth uplinks; metaplug and the delegates run inside it with `ip netns exec`. Every namespace made here is
+deleted when the test ends, pass or fail (deleting a namespace destroys every device inside it).
 """
 
 from __future__ import annotations

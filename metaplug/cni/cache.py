@@ -1,0 +1,201 @@
+"""libcni-compatible result cache (cni.md duty 35).
+
+`<cacheDir>/results/<network>-<containerID>-<ifname>` holds
+`{"kind": "cniCacheV1", "containerId", "ifName", "networkName", "config": base64(list bytes), "netns", "cniArgs",
+"capabilityArgs", "result"}`, so runtimes built on libcni (CRI-O reads it for CHECK, cnitool for DEL) and this library
+can read each other's entries. Directories are 0700, files 0600, writes are atomic (tmp + fsync + rename).
+Reading never raises: a missing or corrupt entry is simply absent (DEL must go on without it, duty 20).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import os
+from typing import TYPE_CHECKING, Any
+
+from metaplug.cni.errors import INVALID_ENVIRONMENT, IO_FAILURE, CniError
+
+if TYPE_CHECKING:
+    from metaplug.cni.chain import RuntimeConf
+
+CACHE_KIND = "cniCacheV1"
+RESULTS_DIR = "results"
+
+
+def cache_path(cache_dir: str, network_name: str, container_id: str, ifname: str) -> str:
+    """The file of one attachment's entry (libcni's naming). Components that could escape the directory: code 4."""
+    for what, part in (("network name", network_name), ("container ID", container_id), ("ifname", ifname)):
+        if not isinstance(part, str) or not part or os.sep in part or part in (".", ".."):
+            raise CniError(INVALID_ENVIRONMENT, "invalid cache key", f"{what} {part!r} cannot name a cache file")
+    return os.path.join(cache_dir, RESULTS_DIR, f"{network_name}-{container_id}-{ifname}")
+
+
+def write_cache(cache_dir: str, config: bytes | dict[str, Any], rt: RuntimeConf, result: dict[str, Any]) -> str:
+    """Store the final ADD result of `config` (a list's bytes or dict) for `rt`; returns the file written.
+
+    Failure to write is code 5 (libcni fails the ADD too: a later DEL/CHECK would lack its prevResult).
+    """
+    if isinstance(config, bytes | bytearray):
+        raw = bytes(config)
+        name = _name_of(raw)
+    else:
+        raw = json.dumps(config, separators=(",", ":")).encode()
+        name = config.get("name")
+    if not isinstance(name, str):
+        raise CniError(INVALID_ENVIRONMENT, "invalid cache key", "the network configuration has no name")
+    entry: dict[str, Any] = {
+        "kind": CACHE_KIND,
+        "containerId": rt.container_id,
+        "config": base64.b64encode(raw).decode(),
+        "ifName": rt.ifname,
+        "networkName": name,
+    }
+    if rt.netns:
+        entry["netns"] = rt.netns
+    if rt.args:
+        entry["cniArgs"] = [[k, v] for k, v in rt.args]
+    if rt.capability_args:
+        entry["capabilityArgs"] = rt.capability_args
+    entry["result"] = result
+    path = cache_path(cache_dir, name, rt.container_id, rt.ifname)
+    try:
+        _atomic_write(path, json.dumps(entry).encode())
+    except OSError as exc:
+        raise CniError(IO_FAILURE, "failed to write the result cache", f"{path}: {exc}") from None
+    return path
+
+
+def read_cache_entry(cache_dir: str, network_name: str, container_id: str, ifname: str) -> dict[str, Any] | None:
+    """The whole entry (see module doc), or None when missing or corrupt.
+
+    A legacy entry (libcni before cniCacheV1 stored the bare result) comes back as `{"result": <it>}`.
+    """
+    try:
+        path = cache_path(cache_dir, network_name, container_id, ifname)
+        with open(path, "rb") as f:
+            data = json.loads(f.read())
+    except (OSError, ValueError, CniError):
+        return None
+    return _entry_of(data)
+
+
+def read_cache(cache_dir: str, network_name: str, container_id: str, ifname: str) -> dict[str, Any] | None:
+    """The cached ADD result of one attachment, or None when missing or corrupt. Never raises."""
+    entry = read_cache_entry(cache_dir, network_name, container_id, ifname)
+    return None if entry is None else entry["result"]
+
+
+def entry_config(entry: dict[str, Any]) -> bytes | None:
+    """The network configuration bytes stored in an entry, or None when absent/undecodable."""
+    raw = entry.get("config")
+    if not isinstance(raw, str):
+        return None
+    try:
+        return base64.b64decode(raw, validate=True)
+    except ValueError:
+        return None
+
+
+def delete_cache(cache_dir: str, network_name: str, container_id: str, ifname: str) -> None:
+    """Remove one entry; an absent entry is fine (DEL is idempotent, duty 11)."""
+    try:
+        path = cache_path(cache_dir, network_name, container_id, ifname)
+    except CniError:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def list_cache(cache_dir: str, network_name: str | None = None) -> list[dict[str, Any]]:
+    """Every readable cniCacheV1 entry (optionally of one network), sorted by file name; corrupt files are skipped.
+
+    Used by GC to find stale attachments, as libcni's GetCachedAttachments does.
+    """
+    base = os.path.join(cache_dir, RESULTS_DIR)
+    try:
+        names = sorted(os.listdir(base))
+    except OSError:
+        return []
+    out: list[dict[str, Any]] = []
+    for fname in names:
+        if fname.startswith("."):
+            continue  # our temp files
+        try:
+            with open(os.path.join(base, fname), "rb") as f:
+                data = json.loads(f.read())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
+            continue
+        entry = _entry_of(data)
+        if entry is None or not isinstance(entry.get("containerId"), str) or not isinstance(entry.get("ifName"), str):
+            continue
+        if network_name is not None and entry.get("networkName") != network_name:
+            continue
+        out.append(entry)
+    return out
+
+
+# --- internals -------------------------------------------------------------------------------------------------------
+
+
+def _entry_of(data: Any) -> dict[str, Any] | None:
+    if not isinstance(data, dict):
+        return None
+    if data.get("kind") == CACHE_KIND:
+        return data if isinstance(data.get("result"), dict) else None
+    if "kind" not in data and isinstance(data.get("cniVersion"), str):
+        return {"result": data}  # legacy: the file is the result
+    return None
+
+
+def _name_of(raw: bytes) -> Any:
+    try:
+        data = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return data.get("name") if isinstance(data, dict) else None
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    directory = os.path.dirname(path)
+    _mkdirs(directory)
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    os.close(fd)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    dfd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+def _mkdirs(path: str) -> None:
+    """mkdir -p with 0700 for every directory created (os.makedirs applies the mode to the leaf only)."""
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent and parent != path:
+        _mkdirs(parent)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)

@@ -1,0 +1,171 @@
+"""metaplug ADD / CHECK / DEL against real namespaces and the reference plugins (attachments.md R rules, cni.md)."""
+
+from __future__ import annotations
+
+import json
+
+from tests.helpers.metaplug_env import MetaplugWorld
+from tests.helpers.netns import Netns
+
+
+def three_networks(world: MetaplugWorld) -> dict:
+    world.add_nad("blue", world.macvlan_static_net("blue"))
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    cluster = world.bridge_net("cluster", "10.88.0.0/24", "mpcl0", default_gw=True)
+    return world.annotated(world.metaplug_conf(cluster),
+                           [{"name": "blue", "interface": "blue0", "ips": ["192.168.77.10/24"]}, {"name": "red"}])
+
+
+def test_add_check_del_three_networks_merged_result(world: MetaplugWorld, pod: Netns) -> None:
+    """R24 order, BEYOND merged result (re-indexed ips), CHECK, DEL twice (cni.md 11), nothing left behind."""
+    conf = three_networks(world)
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout + add.stderr
+    result = add.json
+    assert result["cniVersion"] == "1.1.0"
+    assert pod.addresses("eth0") == ["10.88.0.2/24"]
+    assert pod.addresses("blue0") == ["192.168.77.10/24"]
+    assert pod.addresses("net2") == ["10.99.0.2/24"]
+    names = [i["name"] for i in result["interfaces"]]
+    by_addr = {ip["address"]: names[ip["interface"]] for ip in result["ips"]}
+    assert by_addr == {"10.88.0.2/24": "eth0", "192.168.77.10/24": "blue0", "10.99.0.2/24": "net2"}
+    sandboxed = [i["name"] for i in result["interfaces"] if i.get("sandbox")]
+    assert sandboxed == ["eth0", "blue0", "net2"]  # attachment order, cluster first (R24)
+    for iface in result["interfaces"]:
+        if iface.get("sandbox"):
+            assert iface["sandbox"] == pod.path and iface["mac"] == pod.links()[iface["name"]]["address"]
+    assert [r for r in result.get("routes", []) if r["dst"] == "0.0.0.0/0"] == [{"dst": "0.0.0.0/0", "gw": "10.88.0.1"}]
+
+    check = world.call("CHECK", conf, pod=pod)
+    assert check.code == 0 and check.stdout == "", check.stdout + check.stderr
+
+    delete = world.call("DEL", conf, pod=pod)
+    assert delete.code == 0 and delete.stdout == "", delete.stdout
+    for ifname in ("eth0", "blue0", "net2"):
+        assert not pod.has_link(ifname)
+    assert world.reservations() == []
+    assert world.state_files() == []
+    again = world.call("DEL", conf, pod=pod)
+    assert again.code == 0 and again.stdout == ""
+
+
+def test_network_status_recorded_in_journal(world: MetaplugWorld, pod: Netns) -> None:
+    """R17-R23: one entry per sandbox interface, exactly one default, ips of that interface."""
+    conf = three_networks(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    journal = json.loads((world.state_dir / "c1" / "mp-eth0.json").read_text())["body"]
+    status = journal["status"]
+    assert [(s["name"], s["interface"], s["ips"], s["default"]) for s in status] == [
+        ("cluster", "eth0", ["10.88.0.2"], True),
+        ("default/blue", "blue0", ["192.168.77.10"], False),
+        ("default/red", "net2", ["10.99.0.2"], False),
+    ]
+    assert all(s["mac"] == pod.links()[s["interface"]]["address"] for s in status)
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_check_fails_after_address_removed(world: MetaplugWorld, pod: Netns) -> None:
+    """cni.md 12: CHECK verifies every attachment still matches the recorded result."""
+    conf = three_networks(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    pod.ip("addr", "del", "192.168.77.10/24", "dev", "blue0")
+    check = world.call("CHECK", conf, pod=pod)
+    assert check.code != 0
+    assert "192.168.77.10" in check.json["msg"] + check.json.get("details", "")
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_result_converted_to_request_version(world: MetaplugWorld, pod: Netns) -> None:
+    """cni.md 10/30: the merged result comes back in the request's cniVersion (0.4.0 adds ips[].version)."""
+    conf = three_networks(world)
+    conf["cniVersion"] = "0.4.0"
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout
+    assert add.json["cniVersion"] == "0.4.0"
+    assert {ip["version"] for ip in add.json["ips"]} == {"4"}
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_result_primary_restores_multus_behaviour(world: MetaplugWorld, pod: Netns) -> None:
+    """BEYOND: `result: primary` returns only the cluster network's result."""
+    conf = three_networks(world)
+    conf["result"] = "primary"
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout
+    assert [ip["address"] for ip in add.json["ips"]] == ["10.88.0.2/24"]
+    assert pod.has_link("blue0")  # the secondaries are attached all the same
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_comma_form_via_cni_args_for_runtimes_without_annotations(world: MetaplugWorld, pod: Netns) -> None:
+    """Source 3: CNI_ARGS METAPLUG_NETWORKS (Nomad/Podman); comma form with @ifname (R4)."""
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    args = "IgnoreUnknown=1;K8S_POD_NAME=web;METAPLUG_NETWORKS=default/red@red0,red"
+    add = world.call("ADD", conf, pod=pod, args=args)
+    assert add.code == 0, add.stdout
+    assert pod.addresses("red0") == ["10.99.0.2/24"]
+    assert pod.addresses("net2") == ["10.99.0.3/24"]  # R16: the same NAD twice gives two attachments
+    assert world.call("DEL", conf, pod=pod, args="").code == 0  # Nomad sends no CNI_ARGS on DEL (cni.md 33)
+    assert world.reservations() == []
+
+
+def test_args_cni_networks_in_config(world: MetaplugWorld, pod: Netns) -> None:
+    """Source 3: `args.cni.networks` in metaplug's config."""
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"),
+                               args={"cni": {"networks": "red"}})
+    assert world.call("ADD", conf, pod=pod).code == 0
+    assert pod.addresses("net1") == ["10.99.0.2/24"]
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_static_delegates_multus_style(world: MetaplugWorld, pod: Netns) -> None:
+    """Static `delegates`: the ones after the first are net1, net2 of every pod."""
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    conf["delegates"].append(world.bridge_net("second", "10.77.0.0/24", "mpsec0"))
+    assert world.call("ADD", conf, pod=pod).code == 0
+    assert pod.addresses("net1") == ["10.77.0.2/24"]
+    assert world.call("DEL", conf, pod=pod).code == 0
+    assert not pod.has_link("net1")
+
+
+def test_r2_empty_nad_config_falls_back_to_conf_in_confdir(world: MetaplugWorld, pod: Netns) -> None:
+    """R2: an empty spec.config uses the conf in confDir whose name is the NAD's name."""
+    world.add_nad("red", None)
+    (world.conf_dir / "20-red.conflist").write_text(json.dumps(world.bridge_net("red", "10.99.0.0/24", "mpred0")))
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0")), "red")
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout
+    assert pod.addresses("net1") == ["10.99.0.2/24"]
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_r3_nad_config_without_name_gets_nad_name(world: MetaplugWorld, pod: Netns) -> None:
+    """R3: a spec.config without `name` gets the NAD's name (visible in the host-local data dir)."""
+    net = world.bridge_net("ignored", "10.99.0.0/24", "mpred0")
+    del net["name"]
+    world.add_nad("nameless", net)
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0")), "nameless")
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout
+    assert "nameless/10.99.0.2" in world.reservations()
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_r13_default_route_moves_to_secondary(world: MetaplugWorld, pod: Netns) -> None:
+    """R13: default-route moves the pod's default route to that attachment's gateway; status default flags follow."""
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    cluster = world.bridge_net("cluster", "10.88.0.0/24", "mpcl0", default_gw=True)
+    conf = world.annotated(world.metaplug_conf(cluster), [{"name": "red", "default-route": ["10.99.0.1"]}])
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout + add.stderr
+    defaults = [r for r in pod.routes() if r["dst"] == "default"]
+    assert [(r["gateway"], r["dev"]) for r in defaults] == [("10.99.0.1", "net1")]
+    result = add.json
+    names = [i["name"] for i in result["interfaces"]]
+    assert [r for r in result["routes"] if r["dst"] == "0.0.0.0/0"] == [{"dst": "0.0.0.0/0", "gw": "10.99.0.1"}]
+    assert names  # merged result still lists all interfaces
+    status = json.loads((world.state_dir / "c1" / "mp-eth0.json").read_text())["body"]["status"]
+    assert [(s["interface"], s["default"]) for s in status] == [("eth0", False), ("net1", True)]
+    assert world.call("DEL", conf, pod=pod).code == 0
