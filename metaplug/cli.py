@@ -18,12 +18,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--reference", action="store_true",
                       help="use the reference plugins (/usr/lib/cni, /opt/cni/bin) instead of the bundled mp-* ones")
     sub.add_parser("version", help="print metaplug's version and the CNI versions it supports")
-    import importlib.util
+    from metaplug import install
 
-    if importlib.util.find_spec("metaplug.install") is not None:
-        from metaplug import install as install_cmd
-
-        install_cmd.add_arguments(sub)
+    install.add_arguments(sub)
     return parser
 
 

@@ -198,7 +198,7 @@ def del_network_list(
     if cniversion.at_least(version, "0.4.0"):
         prev = _final_result(conf, rt, prev_result, cache_dir)
     failures: list[tuple[str, CniError]] = []
-    for plugin in conf["plugins"]:
+    for plugin in reversed(conf["plugins"]):
         try:
             _call(conf, plugin, "DEL", rt, prev, paths, timeout, base_env)
         except CniError as err:

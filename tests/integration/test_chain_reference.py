@@ -83,7 +83,7 @@ def test_duty19_20_21_bridge_host_local_add_check_del_twice(runtime: Runtime, po
     result = runtime.ok("add", conf, pod.path)
     assert pod.addresses("eth0") == [SUBNET_PREFIX + "2/24"]
     assert result["ips"][0]["address"] == SUBNET_PREFIX + "2/24"
-    assert [i for i in result["interfaces"] if i.get("sandbox") == pod.path][0]["name"] == "eth0"
+    assert next(i for i in result["interfaces"] if i.get("sandbox") == pod.path)["name"] == "eth0"
     assert (runtime.cache / "results" / "brnet-ctr-test-eth0").exists()  # duty 35
     assert runtime.ok("check", conf, pod.path) is None  # CHECK gets the cached result (duty 21)
     assert runtime.ok("del", conf, pod.path) is None

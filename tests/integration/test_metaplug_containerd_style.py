@@ -1,6 +1,7 @@
-"""metaplug driven the way containerd drives it: a conflist whose plugin is metaplug, capability args (pod annotations,
-containerd's capitalised portMappings keys), CNI_ARGS with the K8S_* keys, the libcni result cache, CHECK with the cached
-prevResult. The runtime here is metaplug.cni.tool, a cnitool-like libcni driver (cni.md 18, 33-36; R30)."""
+"""metaplug driven the way containerd drives it: a conflist whose plugin is metaplug, capability args (pod
+annotations, containerd's capitalised portMappings keys), CNI_ARGS with the K8S_* keys, the libcni result cache, CHECK
+with the cached prevResult. The runtime here is metaplug.cni.tool, a cnitool-like libcni driver
+(cni.md 18, 33-36; R30)."""
 
 from __future__ import annotations
 

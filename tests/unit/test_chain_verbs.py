@@ -38,7 +38,7 @@ class Env:
     def conf(self, *plugins: dict[str, Any] | str, version: str = "1.0.0", **top: Any) -> dict[str, Any]:
         items = []
         for p in plugins:
-            item = {"type": p} if isinstance(p, str) else dict(p)
+            item: dict[str, Any] = {"type": p} if isinstance(p, str) else dict(p)
             fake = dict(item.get("fake", {}))
             fake.setdefault("log", str(self.log))
             item["fake"] = fake

@@ -183,7 +183,8 @@ def test_duty24_crash_and_signal(bin_dir: Path, tmp_path: Path) -> None:
     assert "killed by signal SIGKILL" in exc.value.details
 
 
-def test_duty24_delegate_stderr_goes_to_our_log(bin_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_duty24_delegate_stderr_goes_to_our_log(bin_dir: Path, tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
     path = install(bin_dir, "fake")
     with caplog.at_level(logging.DEBUG, logger="metaplug.cni.invoke"):
         invoke.exec_plugin(path, stdin_for(tmp_path / "log", stderr="hello from the delegate"), env_for())

@@ -1,0 +1,294 @@
+"""What metaplug adds on top of its delegates: one pod with three attachments, through metaplug vs direct.
+
+    .venv/bin/python bench/overhead.py [--pairs 10] [--delegates reference|mp] [--json]      (root)
+
+The pod gets the cluster network (bridge + host-local, eth0) and two macvlan NetworkAttachmentDefinitions on a veth
+uplink of the node (net1: host-local, net2: static IPAM; three different subnets). Each iteration does ADD, CHECK and
+DEL of the whole pod twice, alternately (who goes first alternates too):
+- metaplug: the runtime's call, `metaplug` with CNI_* env + stdin config (delegates, confDir with the two NAD files,
+  stateDir, binDir, the pod annotation as containerd hands it over in runtimeConfig);
+- direct: the same delegate calls without metaplug, one process per plugin with the env and stdin a runtime would
+  send: the three networks ADD in order, CHECK, then DEL in reverse order with the ADD result as prevResult.
+Both run from one driver process that is already inside the node namespace (`ip netns exec <node> python overhead.py
+--driver PLAN`), so neither pays for entering the namespace. Budget: median metaplug ADD+DEL <= 3.0 x direct.
+
+Everything lives in throw-away namespaces (node, pod) and a temp dir (IPAM dataDir, stateDir, confDir), removed at
+the end, also after Ctrl-C or SIGTERM. `--delegates mp` uses the bundled mp-bridge/mp-host-local/mp-macvlan/mp-static
+(from this interpreter's bin dir) instead of the reference plugins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from _netns import BASE_PATH, Sandbox, links, median, need_root, netns_path, p90
+
+RATIO_BUDGET = 3.0
+VERBS = ("ADD", "CHECK", "DEL")
+CNI_VERSION = "1.0.0"
+CNI_ARGS = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=bench-pod;K8S_POD_UID=bench-uid"
+ANNOTATION = "io.kubernetes.cri.pod-annotations"  # how containerd passes pod annotations (runtimeConfig)
+NETWORKS_KEY = "k8s.v1.cni.cncf.io/networks"
+PLUGIN_NAMES = {
+    "reference": {"bridge": "bridge", "macvlan": "macvlan", "host-local": "host-local", "static": "static"},
+    "mp": {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local", "static": "mp-static"},
+}
+
+
+# ---------------------------------------------------------------- the plan (made in the root namespace)
+
+
+def networks(names: Mapping[str, str], data_dir: str, uplink: str) -> list[tuple[str, dict[str, Any]]]:
+    """(ifname, conflist) of the three attachments, in attachment order."""
+    cluster = {"cniVersion": CNI_VERSION, "name": "bench-cluster", "plugins": [
+        {"type": names["bridge"], "bridge": "mpbench0", "isGateway": True, "isDefaultGateway": True,
+         "ipam": {"type": names["host-local"], "dataDir": data_dir, "ranges": [[{"subnet": "10.88.0.0/24"}]]}}]}
+    mvlan_a = {"cniVersion": CNI_VERSION, "name": "mvlan-a", "plugins": [
+        {"type": names["macvlan"], "master": uplink, "mode": "bridge",
+         "ipam": {"type": names["host-local"], "dataDir": data_dir, "ranges": [[{"subnet": "192.168.77.0/24"}]]}}]}
+    mvlan_b = {"cniVersion": CNI_VERSION, "name": "mvlan-b", "plugins": [
+        {"type": names["macvlan"], "master": uplink, "mode": "bridge",
+         "ipam": {"type": names["static"], "addresses": [{"address": "192.168.88.10/24"}]}}]}
+    return [("eth0", cluster), ("net1", mvlan_a), ("net2", mvlan_b)]
+
+
+def find_binary(plugin_type: str, paths: list[str]) -> str:
+    for directory in paths:
+        candidate = Path(directory) / plugin_type
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    raise SystemExit(f"plugin {plugin_type!r} not found in {':'.join(paths)}")
+
+
+def make_plan(work: Path, pod: str, delegates: str, plugin_dir: str, pairs: int, warmup: int) -> dict[str, Any]:
+    """Write the NAD files and return everything the driver needs (JSON-serialisable)."""
+    venv_bin = Path(sys.executable).parent
+    bin_dir = str(venv_bin) if delegates == "mp" else plugin_dir
+    cni_path = [bin_dir, plugin_dir] if delegates == "mp" else [plugin_dir]
+    nets = networks(PLUGIN_NAMES[delegates], str(work / "ipam"), "uplink0")
+    conf_dir = work / "net.d"
+    (conf_dir / "default").mkdir(parents=True)
+    for _ifname, conflist in nets[1:]:
+        nad = {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+               "metadata": {"name": conflist["name"], "namespace": "default"},
+               "spec": {"config": json.dumps(conflist)}}
+        (conf_dir / "default" / f"{conflist['name']}.json").write_text(json.dumps(nad))
+    annotation = json.dumps([{"name": conflist["name"], "interface": ifname} for ifname, conflist in nets[1:]])
+    metaplug_conf = {
+        "cniVersion": CNI_VERSION, "name": "bench-metaplug", "type": "metaplug",
+        "confDir": str(conf_dir), "stateDir": str(work / "state"), "binDir": bin_dir,
+        "delegates": [nets[0][1]],
+        "runtimeConfig": {ANNOTATION: {NETWORKS_KEY: annotation}},
+    }
+    search = [bin_dir, *[p for p in cni_path if p != bin_dir]]
+    direct = [{"ifname": ifname, "name": conflist["name"],
+               "plugins": [{"path": find_binary(p["type"], search), "conf": p} for p in conflist["plugins"]]}
+              for ifname, conflist in nets]
+    return {
+        "metaplug": str(venv_bin / "metaplug"), "metaplug_stdin": json.dumps(metaplug_conf),
+        "direct": direct, "netns": netns_path(pod), "pod": pod, "cni_path": ":".join(cni_path),
+        "base_env": {"PATH": f"{venv_bin}:{BASE_PATH}"}, "pairs": pairs, "warmup": warmup,
+    }
+
+
+# ---------------------------------------------------------------- the driver (inside the node namespace)
+
+
+class CallFailed(RuntimeError):
+    pass
+
+
+def call(argv: list[str], env: Mapping[str, str], stdin: bytes) -> bytes:
+    proc = subprocess.run(argv, input=stdin, env=dict(env), capture_output=True, timeout=120, check=False)
+    if proc.returncode != 0:
+        raise CallFailed(f"{argv[0]} {env.get('CNI_COMMAND')} {env.get('CNI_IFNAME')} exited {proc.returncode}: "
+                         f"{proc.stdout.decode(errors='replace')} {proc.stderr.decode(errors='replace')}".strip())
+    return proc.stdout
+
+
+def cni_env(plan: Mapping[str, Any], verb: str, cid: str, ifname: str) -> dict[str, str]:
+    return {**plan["base_env"], "CNI_COMMAND": verb, "CNI_CONTAINERID": cid, "CNI_NETNS": plan["netns"],
+            "CNI_IFNAME": ifname, "CNI_ARGS": CNI_ARGS, "CNI_PATH": plan["cni_path"]}
+
+
+def via_metaplug(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
+    """One pod through metaplug: ADD, CHECK, DEL; nanoseconds per verb."""
+    stdin = plan["metaplug_stdin"].encode()
+    times: dict[str, int] = {}
+    for verb in VERBS:
+        t0 = time.perf_counter_ns()
+        out = call([plan["metaplug"]], cni_env(plan, verb, cid, "eth0"), stdin)
+        times[verb] = time.perf_counter_ns() - t0
+        if verb == "ADD" and len(json.loads(out).get("interfaces", [])) < 3:
+            raise CallFailed(f"metaplug ADD result lacks interfaces: {out[:300]!r}")
+    return times
+
+
+def _delegate_stdin(network: Mapping[str, Any], conf: Mapping[str, Any], prev: Any) -> bytes:
+    body = {**conf, "cniVersion": CNI_VERSION, "name": network["name"]}
+    if prev is not None:
+        body["prevResult"] = prev
+    return json.dumps(body, separators=(",", ":")).encode()
+
+
+def direct(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
+    """The same delegate calls a runtime would make for the three lists itself; nanoseconds per verb."""
+    nets = plan["direct"]
+    results: dict[str, Any] = {}
+    times: dict[str, int] = {}
+    t0 = time.perf_counter_ns()
+    for net in nets:  # ADD: list after list, plugin after plugin, each getting the previous result
+        prev = None
+        for plugin in net["plugins"]:
+            prev = json.loads(call([plugin["path"]], cni_env(plan, "ADD", cid, net["ifname"]),
+                                   _delegate_stdin(net, plugin["conf"], prev)))
+        results[net["ifname"]] = prev
+    times["ADD"] = time.perf_counter_ns() - t0
+    t0 = time.perf_counter_ns()
+    for net in nets:
+        for plugin in net["plugins"]:
+            call([plugin["path"]], cni_env(plan, "CHECK", cid, net["ifname"]),
+                 _delegate_stdin(net, plugin["conf"], results[net["ifname"]]))
+    times["CHECK"] = time.perf_counter_ns() - t0
+    t0 = time.perf_counter_ns()
+    for net in reversed(nets):  # DEL: lists and plugins in reverse, with the final ADD result (cni.md 20)
+        for plugin in reversed(net["plugins"]):
+            call([plugin["path"]], cni_env(plan, "DEL", cid, net["ifname"]),
+                 _delegate_stdin(net, plugin["conf"], results[net["ifname"]]))
+    times["DEL"] = time.perf_counter_ns() - t0
+    return times
+
+
+def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
+    """Alternate metaplug and direct; after every pod the pod namespace must be empty again (lo only)."""
+    samples: dict[str, list[dict[str, int]]] = {"metaplug": [], "direct": []}
+    variants = {"metaplug": via_metaplug, "direct": direct}
+    for i in range(plan["warmup"] + plan["pairs"]):
+        order = ("metaplug", "direct") if i % 2 == 0 else ("direct", "metaplug")
+        for name in order:
+            times = variants[name](plan, f"bench{i:04d}{name[0]}")  # a fresh container ID per pod
+            left = [link for link in links(plan["pod"]) if link != "lo"]
+            if left:
+                raise CallFailed(f"{name} DEL left {left} in the pod")
+            if i >= plan["warmup"]:
+                samples[name].append(times)
+    return samples
+
+
+def driver_main(plan_file: str) -> int:
+    plan = json.loads(Path(plan_file).read_text())
+    try:
+        samples = drive(plan)
+    except CallFailed as err:
+        print(json.dumps({"error": str(err)}))
+        return 1
+    print(json.dumps({"samples": samples}))
+    return 0
+
+
+# ---------------------------------------------------------------- the report
+
+
+def report(samples: Mapping[str, list[dict[str, int]]], delegates: str, pairs: int) -> dict[str, Any]:
+    def stats(name: str, verbs: tuple[str, ...]) -> dict[str, float]:
+        values = [sum(s[v] for v in verbs) / 1e6 for s in samples[name]]
+        return {"median_ms": round(median(values), 1), "p90_ms": round(p90(values), 1)}
+
+    rows: dict[str, Any] = {}
+    for label, verbs in (("ADD", ("ADD",)), ("CHECK", ("CHECK",)), ("DEL", ("DEL",)), ("ADD+DEL", ("ADD", "DEL"))):
+        mp, dr = stats("metaplug", verbs), stats("direct", verbs)
+        rows[label] = {"metaplug": mp, "direct": dr, "ratio": round(mp["median_ms"] / dr["median_ms"], 2)}
+    ratio = rows["ADD+DEL"]["ratio"]
+    return {"delegates": delegates, "pairs": pairs, "python": platform.python_version(), "kernel": platform.release(),
+            "cpus": os.cpu_count(), "rows": rows, "ratio": ratio, "budget": RATIO_BUDGET,
+            "ok": ratio <= RATIO_BUDGET, "samples_ms": {
+                name: [{v: round(s[v] / 1e6, 2) for v in VERBS} for s in runs] for name, runs in samples.items()}}
+
+
+def markdown(rep: Mapping[str, Any]) -> str:
+    lines = [
+        f"metaplug vs direct delegate calls: 1 pod, 3 attachments (bridge+host-local, macvlan+host-local, "
+        f"macvlan+static), delegates: {rep['delegates']}, {rep['pairs']} pairs "
+        f"(Python {rep['python']}, kernel {rep['kernel']}, {rep['cpus']} CPUs)",
+        "",
+        "| verb | metaplug median ms | metaplug p90 ms | direct median ms | direct p90 ms | ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for label, row in rep["rows"].items():
+        mp, dr = row["metaplug"], row["direct"]
+        lines.append(f"| {label} | {mp['median_ms']:.1f} | {mp['p90_ms']:.1f} | {dr['median_ms']:.1f} | "
+                     f"{dr['p90_ms']:.1f} | {row['ratio']:.2f} |")
+    note = "" if rep["pairs"] >= 8 else " (fewer than 8 pairs: indicative only)"
+    lines += ["", f"- ADD+DEL ratio {rep['ratio']:.2f} (budget <= {rep['budget']:g}): "
+                  f"{'PASS' if rep['ok'] else 'FAIL'}{note}"]
+    return "\n".join(lines)
+
+
+def run_driver(node: str, plan_file: Path) -> dict[str, Any]:
+    """Start the driver inside the node namespace, in its own session so that it can be stopped as a whole."""
+    argv = ["ip", "netns", "exec", node, sys.executable, str(Path(__file__).resolve()), "--driver", str(plan_file)]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        out, err = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own driver's process group only
+            proc.wait()
+    try:
+        data: dict[str, Any] = json.loads(out)
+    except ValueError:
+        raise SystemExit(f"driver failed ({proc.returncode}): {err.decode(errors='replace')}") from None
+    if "error" in data:
+        raise SystemExit(f"driver failed: {data['error']}")
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pairs", type=int, default=10, help="measured metaplug/direct pairs (default 10, use >= 8)")
+    parser.add_argument("--warmup", type=int, default=1, help="unmeasured pairs first (default 1)")
+    parser.add_argument("--delegates", choices=("reference", "mp"), default="reference",
+                        help="reference plugins (default) or the bundled mp-* delegates")
+    parser.add_argument("--plugin-dir", default="/usr/lib/cni", help="reference plugins (default /usr/lib/cni)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
+    parser.add_argument("--driver", metavar="PLAN", help=argparse.SUPPRESS)  # internal: runs inside the node
+    opts = parser.parse_args(argv)
+    if opts.driver:
+        return driver_main(opts.driver)
+    if opts.pairs < 1 or opts.warmup < 0:
+        parser.error("--pairs must be >= 1 and --warmup >= 0")
+    problem = need_root()
+    if problem:
+        print(f"overhead.py {problem}", file=sys.stderr)
+        return 2
+    if not (Path(sys.executable).parent / "metaplug").exists():
+        print("no metaplug console script next to this interpreter; run with the venv's python", file=sys.stderr)
+        return 2
+    try:
+        with Sandbox() as box:
+            node, pod = box.netns("node"), box.netns("pod")
+            box.veth(node, "uplink0")
+            plan = make_plan(box.tmp, pod, opts.delegates, opts.plugin_dir, opts.pairs, opts.warmup)
+            plan_file = box.tmp / "plan.json"
+            plan_file.write_text(json.dumps(plan))
+            data = run_driver(node, plan_file)
+    except KeyboardInterrupt:
+        print("interrupted; namespaces and temp dir removed", file=sys.stderr)
+        return 130
+    rep = report(data["samples"], opts.delegates, opts.pairs)
+    print(json.dumps(rep, indent=2) if opts.json else markdown(rep))
+    return 0 if rep["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,84 @@
+"""What every bundled delegate does the same way: version gates, prevResult, the final conversion, GC input.
+
+Thin glue over `metaplug.cni` (no second copy of the spec): results are built as 1.1.0 dicts and converted here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from metaplug.cni import version as cniversion
+from metaplug.cni.convert import convert_result, result_version
+from metaplug.cni.errors import INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CniError
+
+INTERNAL_VERSION = "1.1.0"  # the shape every delegate builds its results in
+
+
+def require_version(conf: dict[str, Any], minimum: str, verb: str) -> None:
+    """CHECK needs a 0.4.0+ config, STATUS and GC a 1.1.0 one (cni.md 12-14); older: code 1."""
+    if not cniversion.at_least(conf["cniVersion"], minimum):
+        raise CniError(INCOMPATIBLE_VERSION, f"config version does not allow {verb}",
+                       f"config is {conf['cniVersion']}, {verb} needs {minimum} or later")
+
+
+def to_internal(result: dict[str, Any], conf_version: str) -> dict[str, Any]:
+    """A result of any version as a 1.1.0 dict; a result without cniVersion takes the config's (cni.md 25)."""
+    src = dict(result)
+    src["cniVersion"] = result_version(result, conf_version)
+    return convert_result(src, INTERNAL_VERSION)
+
+
+def prev_result(conf: dict[str, Any], verb: str) -> dict[str, Any]:
+    """The config's prevResult as a 1.1.0 dict; CHECK without one is an invalid config (code 7)."""
+    prev = conf.get("prevResult")
+    if not isinstance(prev, dict):
+        raise CniError(INVALID_NETWORK_CONFIG, f"required prevResult missing for {verb}",
+                       "the runtime must pass the cached ADD result as prevResult")
+    return to_internal(prev, conf["cniVersion"])
+
+
+def finish(result: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
+    """A 1.1.0-shaped result, converted to the request's cniVersion (cni.md 10, 30)."""
+    out = dict(result)
+    out["cniVersion"] = INTERNAL_VERSION
+    return convert_result(out, conf["cniVersion"])
+
+
+def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]] | None:
+    """GC input: the (containerID, ifname) pairs to keep; the older key `cni.dev/attachments` too (cni.md 14).
+
+    None when the key is absent: the caller then removes nothing (an absent list is not an empty one).
+    """
+    items = conf.get("cni.dev/valid-attachments")
+    if items is None:
+        items = conf.get("cni.dev/attachments")
+    if items is None:
+        return None
+    if not isinstance(items, list):
+        raise CniError(INVALID_NETWORK_CONFIG, "invalid cni.dev/valid-attachments", "must be a list of objects")
+    keep: set[tuple[str, str]] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            raise CniError(INVALID_NETWORK_CONFIG, "invalid cni.dev/valid-attachments", f"{item!r} is not an object")
+        keep.add((str(item.get("containerID", "")), str(item.get("ifname", ""))))
+    return keep
+
+
+def flag(conf: dict[str, Any], key: str, default: bool = False) -> bool:
+    """A boolean config field; the strings "true"/"false" too (as cni.md 16 allows for the list's flags)."""
+    value = conf.get(key, default)
+    if isinstance(value, bool):
+        return value
+    if value in ("true", "false"):
+        return value == "true"
+    raise CniError(INVALID_NETWORK_CONFIG, f"invalid {key}", f"{key} must be a boolean, got {value!r}")
+
+
+def positive_int(conf: dict[str, Any], key: str) -> int | None:
+    """An optional positive integer field (mtu); absent or 0 means "not set"."""
+    value = conf.get(key)
+    if value is None or value == 0:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise CniError(INVALID_NETWORK_CONFIG, f"invalid {key}", f"{key} must be a positive integer, got {value!r}")
+    return value

@@ -1,0 +1,429 @@
+"""A small Kubernetes REST client for one CNI call: get a pod, get a NetworkAttachmentDefinition, publish the pod's
+network-status annotation (R17..R23), post events.
+
+One KubeClient serves one CNI call and has ONE overall deadline (from construction, or from reset_deadline()): every
+attempt's timeout is what is left of it, and retries stop when it would pass, so a dead API server gives a clear
+CNI error instead of a hang.
+
+Failures are CniError:
+- transient (connection refused/reset/dropped, timeout, 429, 500/502/503/504) are retried with jittered exponential
+  backoff (429/503 Retry-After honoured) until the deadline; then code 11 "try again later" naming the server and the
+  last answer;
+- permanent (400, 401, 403, 404 of a pod, 422, TLS verification) are never retried: code 110 (KUBERNETES_API) with the
+  API's Status message.
+The bearer token and the client key never appear in a log line or an error.
+
+httpx and tenacity are imported when a KubeClient is built, never at module import (start-up cost, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import ssl
+import tempfile
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+from metaplug.cni.errors import INVALID_NETWORK_CONFIG, KUBERNETES_API, TRY_AGAIN_LATER, CniError
+from metaplug.k8s.kubeconfig import Credentials
+
+if TYPE_CHECKING:
+    import httpx
+    import tenacity
+
+log = logging.getLogger("metaplug.k8s")
+
+NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
+NAD_GROUP = "k8s.cni.cncf.io"
+NAD_RESOURCE = "network-attachment-definitions"
+
+# Every (apiGroup, resource, verb) this client may use; configs/kubernetes/rbac.yaml must grant each (tested).
+API_CALLS: tuple[tuple[str, str, str], ...] = (
+    ("", "pods", "get"),
+    ("", "pods/status", "patch"),
+    ("", "pods/status", "update"),  # the GET + PUT fallback when merge patch is refused
+    (NAD_GROUP, NAD_RESOURCE, "get"),
+    ("", "events", "create"),
+)
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+PATCH_UNSUPPORTED = frozenset({405, 415})  # merge patch not accepted: fall back to GET + PUT
+MAX_RETRY_AFTER = 30.0  # never believe a Retry-After longer than this (it is capped by the deadline anyway)
+MIN_ATTEMPT = 0.02  # do not start an attempt with less time than this left
+MAX_CONFLICTS = 10  # GET + PUT rounds on 409 before giving up (the deadline also bounds them)
+EVENT_TIMEOUT = 1.0  # an event is best effort: one attempt, at most this long
+
+
+class _Transient(Exception):
+    """An attempt that may succeed if repeated; `last` describes it for the final error (no secrets)."""
+
+    def __init__(self, last: str, retry_after: float | None = None) -> None:
+        super().__init__(last)
+        self.last = last
+        self.retry_after = retry_after
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP date), or None."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, min(float(value), MAX_RETRY_AFTER))
+    except ValueError:
+        pass
+    import email.utils  # rare: only for an HTTP-date Retry-After
+
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, min((when - datetime.now(UTC)).total_seconds(), MAX_RETRY_AFTER))
+
+
+def _status_message(resp: httpx.Response) -> str:
+    """The message of a Kubernetes Status object in `resp`, or a short excerpt of the body."""
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and body.get("message"):
+        return str(body["message"])
+    text = resp.text.strip()
+    return text[:200] if text else resp.reason_phrase
+
+
+def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS failure behind an httpx transport error, when it is one that repeating cannot fix."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return seen
+        if isinstance(seen, ssl.SSLError) and not isinstance(seen, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+@contextlib.contextmanager
+def _materialized(data: bytes | None, path: str | None) -> Iterator[str | None]:
+    """A path holding `data` (a 0600 temp file, deleted on exit), or `path` when there is no data."""
+    if data is None:
+        yield path
+        return
+    fd, tmp = tempfile.mkstemp(prefix="metaplug-", suffix=".pem")  # mkstemp creates it 0600
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        yield tmp
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+
+
+def ssl_context(creds: Credentials) -> ssl.SSLContext:
+    """The TLS client context for `creds`: its CA only (or the system CAs when it names none), its client certificate.
+
+    Raises CniError code 7 naming the kubeconfig when the CA or the certificate cannot be loaded (never with key
+    material in the message).
+    """
+    if creds.insecure:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    elif creds.ca_file or creds.ca_data:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # verify_mode CERT_REQUIRED, check_hostname True
+        try:
+            if creds.ca_data:
+                ctx.load_verify_locations(cadata=creds.ca_data.decode("ascii", errors="replace"))
+            if creds.ca_file:
+                ctx.load_verify_locations(cafile=creds.ca_file)
+        except (ssl.SSLError, OSError, ValueError) as e:
+            raise CniError(INVALID_NETWORK_CONFIG, "unusable certificate authority",
+                           f"{creds.source}: {creds.ca_file or 'certificate-authority-data'}: {e}") from None
+    else:
+        ctx = ssl.create_default_context()
+    if creds.client_cert_file or creds.client_cert_data:
+        try:
+            with _materialized(creds.client_cert_data, creds.client_cert_file) as cert, \
+                    _materialized(creds.client_key_data, creds.client_key_file) as key:
+                assert cert is not None
+                ctx.load_cert_chain(cert, key)
+        except (ssl.SSLError, OSError) as e:
+            what = f"{e.strerror} ({e.filename})" if isinstance(e, OSError) and e.strerror else type(e).__name__
+            raise CniError(INVALID_NETWORK_CONFIG, "unusable client certificate or key",
+                           f"{creds.source}: {what}") from None
+    return ctx
+
+
+class KubeClient:
+    """The Kubernetes calls of one CNI call, all bound by one deadline (seconds)."""
+
+    def __init__(self, creds: Credentials, *, deadline: float = 5.0, user_agent: str = "metaplug") -> None:
+        import httpx  # lazily: only CNI calls that talk to Kubernetes pay for it
+        import tenacity
+
+        self._httpx = httpx
+        self._tenacity = tenacity
+        self.creds = creds
+        self.server = creds.server
+        self.deadline = deadline
+        self._expires = time.monotonic() + deadline
+        self._secrets: set[str] = set()
+        options: dict[str, Any] = {"proxy": creds.proxy_url} if creds.proxy_url else {}  # (httpx >= 0.26)
+        self._client = httpx.Client(
+            base_url=creds.server,
+            verify=ssl_context(creds) if creds.server.startswith("https://") else False,
+            trust_env=False,  # a runtime's HTTPS_PROXY (for image pulls) must not capture API traffic
+            headers={"User-Agent": user_agent, "Accept": "application/json"},
+            follow_redirects=False,
+            **options,
+        )
+        self._extensions = {"sni_hostname": creds.tls_server_name} if creds.tls_server_name else {}
+
+    # -- life cycle -------------------------------------------------------------------------------------------------
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> KubeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def reset_deadline(self, deadline: float | None = None) -> None:
+        """Start a new overall deadline now (e.g. before publishing the status after the delegates ran)."""
+        if deadline is not None:
+            self.deadline = deadline
+        self._expires = time.monotonic() + self.deadline
+
+    @property
+    def remaining(self) -> float:
+        """Seconds left of the deadline (may be negative)."""
+        return self._expires - time.monotonic()
+
+    # -- the calls --------------------------------------------------------------------------------------------------
+    def get_pod(self, namespace: str, name: str) -> dict[str, Any]:
+        """The pod object. A missing pod is code 110 "pod NS/NAME not found"."""
+        what = f"get pod {namespace}/{name}"
+        resp = self._call("GET", self._pod_path(namespace, name), what=what)
+        if resp.status_code == 404:
+            raise self._pod_not_found(namespace, name, resp)
+        return self._object(resp, what)
+
+    def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The NetworkAttachmentDefinition object, or None when it does not exist.
+
+        A 404 for the resource type itself (the CRD is not installed) is an error (code 110), not None.
+        """
+        what = f"get NetworkAttachmentDefinition {namespace}/{name}"
+        path = f"/apis/{NAD_GROUP}/v1/namespaces/{quote(namespace, safe='')}/{NAD_RESOURCE}/{quote(name, safe='')}"
+        resp = self._call("GET", path, what=what)
+        if resp.status_code == 404:
+            if self._is_missing_resource_type(resp):
+                raise CniError(KUBERNETES_API, "the NetworkAttachmentDefinition CRD is not installed",
+                               f"{self.server}: {_status_message(resp)} (apply configs/kubernetes/crd.yaml)")
+            return None
+        return self._object(resp, what)
+
+    def publish_network_status(self, namespace: str, name: str, status: list[dict[str, Any]]) -> None:
+        """Set the pod's `k8s.v1.cni.cncf.io/network-status` annotation (R17..R23) through the pods/status subresource.
+
+        A JSON merge patch; when the server refuses merge patches (405/415), GET + PUT with the resourceVersion,
+        repeated on 409 Conflict.
+        """
+        value = json.dumps(status, indent=4)  # indented like Multus: people read it with kubectl describe
+        what = f"publish network-status of pod {namespace}/{name}"
+        patch = {"metadata": {"annotations": {NETWORK_STATUS_ANNOTATION: value}}}
+        resp = self._call("PATCH", self._pod_path(namespace, name) + "/status", what=what,
+                          body=json.dumps(patch).encode(), content_type="application/merge-patch+json")
+        if resp.is_success:
+            return
+        if resp.status_code == 404:
+            raise self._pod_not_found(namespace, name, resp)
+        if resp.status_code not in PATCH_UNSUPPORTED:
+            raise self._permanent(resp, what)
+        log.debug("merge patch refused (%s), falling back to GET + PUT", resp.status_code)
+        self._put_annotation(namespace, name, NETWORK_STATUS_ANNOTATION, value, what)
+
+    def post_event(self, namespace: str, pod_name: str, reason: str, message: str, type: str = "Normal",
+                   *, uid: str | None = None) -> None:
+        """Record an event on the pod (e.g. AddedInterface, NoNetworkFound). Best effort: one short attempt, never
+        raises, skipped when the deadline is spent."""
+        budget = min(self.remaining, EVENT_TIMEOUT)
+        if budget < MIN_ATTEMPT:
+            log.debug("event %s on %s/%s skipped: no time left", reason, namespace, pod_name)
+            return
+        try:
+            now = datetime.now(UTC)
+            stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+            host = socket.gethostname()
+            involved: dict[str, Any] = {"apiVersion": "v1", "kind": "Pod", "namespace": namespace, "name": pod_name}
+            if uid:
+                involved["uid"] = uid
+            event = {
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{pod_name}.{time.time_ns():x}", "namespace": namespace},
+                "involvedObject": involved, "reason": reason, "message": message[:1024], "type": type,
+                "source": {"component": "metaplug", "host": host},
+                "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+                "reportingComponent": "metaplug", "reportingInstance": host,
+            }
+            resp = self._send("POST", f"/api/v1/namespaces/{quote(namespace, safe='')}/events",
+                              json.dumps(event).encode(), "application/json", timeout=budget)
+            if not resp.is_success:
+                log.debug("event %s on %s/%s not recorded: %s %s", reason, namespace, pod_name, resp.status_code,
+                          self._scrub(_status_message(resp)))
+        except Exception as e:  # best effort by contract: an event must never fail a CNI call
+            log.debug("event %s on %s/%s not recorded: %s", reason, namespace, pod_name, self._scrub(str(e)))
+
+    # -- internals --------------------------------------------------------------------------------------------------
+    @staticmethod
+    def _pod_path(namespace: str, name: str) -> str:
+        return f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+
+    def _put_annotation(self, namespace: str, name: str, key: str, value: str, what: str) -> None:
+        path = self._pod_path(namespace, name)
+        for _ in range(MAX_CONFLICTS):
+            resp = self._call("GET", path, what=what)
+            if resp.status_code == 404:
+                raise self._pod_not_found(namespace, name, resp)
+            pod = self._object(resp, what)
+            meta = pod.setdefault("metadata", {})
+            annotations = meta.get("annotations") or {}
+            annotations[key] = value
+            meta["annotations"] = annotations
+            resp = self._call("PUT", path + "/status", what=what, body=json.dumps(pod).encode(),
+                              content_type="application/json")
+            if resp.is_success:
+                return
+            if resp.status_code == 404:
+                raise self._pod_not_found(namespace, name, resp)
+            if resp.status_code != 409:
+                raise self._permanent(resp, what)
+            log.debug("%s: conflict on resourceVersion %s, retrying", what, meta.get("resourceVersion"))
+            if self.remaining < MIN_ATTEMPT:
+                break
+        raise CniError(TRY_AGAIN_LATER, f"Kubernetes API server {self.server}: conflicting updates, try again later",
+                       f"{what}: 409 Conflict on every attempt")
+
+    def _call(self, method: str, path: str, *, what: str, body: bytes | None = None,
+              content_type: str | None = None) -> httpx.Response:
+        """Send with retries of transient failures until the deadline. Returns a 2xx or a permanent 4xx answer."""
+        ten = self._tenacity
+        planned: dict[int, float] = {}
+
+        def sleep_for(rs: tenacity.RetryCallState) -> float:
+            # Computed once per attempt so that stop and wait agree, whichever tenacity runs first.
+            if rs.attempt_number not in planned:
+                exc = rs.outcome.exception() if rs.outcome is not None else None
+                if isinstance(exc, _Transient) and exc.retry_after is not None:
+                    planned[rs.attempt_number] = exc.retry_after
+                else:
+                    planned[rs.attempt_number] = backoff(rs)
+            return planned[rs.attempt_number]
+
+        def stop(rs: tenacity.RetryCallState) -> bool:
+            return time.monotonic() + sleep_for(rs) + MIN_ATTEMPT >= self._expires
+
+        def before_sleep(rs: tenacity.RetryCallState) -> None:
+            exc = rs.outcome.exception() if rs.outcome is not None else None
+            log.info("%s %s: %s; retry %d in %.2fs", method, path, exc, rs.attempt_number, sleep_for(rs))
+
+        backoff = ten.wait_random_exponential(multiplier=0.1, max=1.0)
+        retrying = ten.Retrying(
+            retry=ten.retry_if_exception_type(_Transient),
+            stop=stop, wait=sleep_for, before_sleep=before_sleep, reraise=True, sleep=time.sleep,
+        )
+        started = time.monotonic()
+        attempts = 0
+        try:
+            for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    resp = self._attempt(method, path, body, content_type)
+            return resp
+        except _Transient as e:
+            raise CniError(
+                TRY_AGAIN_LATER, f"Kubernetes API server {self.server} unavailable, try again later",
+                f"{what}: {e.last}; {attempts} attempt(s) in {time.monotonic() - started:.2f}s "
+                f"(deadline {self.deadline:g}s)") from None
+
+    def _attempt(self, method: str, path: str, body: bytes | None, content_type: str | None) -> httpx.Response:
+        left = self.remaining
+        if left < MIN_ATTEMPT:
+            raise _Transient("deadline reached")
+        started = time.monotonic()
+        try:
+            resp = self._send(method, path, body, content_type, timeout=left)
+        except self._httpx.TransportError as e:
+            bad_tls = _ssl_cause(e)
+            if bad_tls is not None:
+                raise CniError(KUBERNETES_API, f"TLS failure talking to the Kubernetes API server {self.server}",
+                               f"{bad_tls} (check the certificate authority in {self.creds.source})") from None
+            raise _Transient(self._scrub(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)) from None
+        log.debug("%s %s -> %d in %.0fms", method, path, resp.status_code, 1000 * (time.monotonic() - started))
+        if resp.status_code in RETRY_STATUSES:
+            raise _Transient(f"{resp.status_code} {resp.reason_phrase}: {self._scrub(_status_message(resp))}",
+                             _retry_after(resp.headers.get("Retry-After")))
+        return resp
+
+    def _send(self, method: str, path: str, body: bytes | None, content_type: str | None, *,
+              timeout: float) -> httpx.Response:
+        headers: dict[str, str] = {}
+        token = self.creds.bearer_token()  # re-read each time: projected tokens rotate
+        if token:
+            self._secrets.add(token)
+            headers["Authorization"] = f"Bearer {token}"
+        if content_type:
+            headers["Content-Type"] = content_type
+        return self._client.request(method, path, content=body, headers=headers,
+                                    timeout=self._httpx.Timeout(timeout), extensions=self._extensions)
+
+    def _scrub(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "<redacted>")
+        return text
+
+    def _object(self, resp: httpx.Response, what: str) -> dict[str, Any]:
+        if not resp.is_success:
+            raise self._permanent(resp, what)
+        try:
+            obj = resp.json()
+        except ValueError:
+            obj = None
+        if not isinstance(obj, dict):
+            raise CniError(KUBERNETES_API, f"unexpected answer from the Kubernetes API server {self.server}",
+                           f"{what}: {resp.status_code} without a JSON object")
+        return obj
+
+    def _permanent(self, resp: httpx.Response, what: str) -> CniError:
+        hint = {401: f" (check the credentials in {self.creds.source or 'the kubeconfig'})",
+                403: " (check metaplug's RBAC: configs/kubernetes/rbac.yaml)"}.get(resp.status_code, "")
+        return CniError(KUBERNETES_API, f"Kubernetes API server {self.server} refused to {what}",
+                        f"{resp.status_code} {resp.reason_phrase}: {self._scrub(_status_message(resp))}{hint}")
+
+    def _pod_not_found(self, namespace: str, name: str, resp: httpx.Response) -> CniError:
+        return CniError(KUBERNETES_API, f"pod {namespace}/{name} not found",
+                        f"{self.server}: {self._scrub(_status_message(resp))}")
+
+    @staticmethod
+    def _is_missing_resource_type(resp: httpx.Response) -> bool:
+        """A 404 Status without details.name: the API does not serve the resource at all (CRD not installed)."""
+        try:
+            body = resp.json()
+        except ValueError:
+            return False
+        if not isinstance(body, dict) or body.get("kind") != "Status":
+            return False
+        details = body.get("details")
+        return not (isinstance(details, dict) and details.get("name"))
