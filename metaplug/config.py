@@ -1,7 +1,7 @@
 """metaplug's own plugin configuration (the entry for `"type": "metaplug"` in the runtime's conflist).
 
 Two views of the same JSON object:
-- `Settings` (plain dataclass, no pydantic): the few paths and knobs every verb needs (stateDir, binDir, logging,
+- `Settings` (a NamedTuple, no pydantic): the few paths and knobs every verb needs (stateDir, binDir, logging,
   timeouts). DEL, CHECK and GC run from the journal and need nothing else, so they never pay for pydantic.
 - `MetaplugConfig` (pydantic, built on ADD and STATUS only): every key validated, Multus spellings accepted as aliases
   (`cniDir`, `readinessindicatorfile`, `multusNamespace`, `logLevel`, `logFile`).
@@ -10,8 +10,8 @@ Two views of the same JSON object:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+import os
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
@@ -49,8 +49,7 @@ def _string(raw: dict[str, Any], keys: tuple[str, ...], default: str) -> str:
     return default
 
 
-@dataclass(frozen=True)
-class Settings:
+class Settings(NamedTuple):
     """What every verb needs, read without pydantic."""
 
     name: str
@@ -75,10 +74,18 @@ class Settings:
 
 def load_config(raw: dict[str, Any]) -> MetaplugConfig:
     """Validate the whole configuration (ADD, STATUS). Errors name the key (code 7)."""
-    from pydantic import ValidationError
+    # pydantic looks up plugins through importlib.metadata when it builds a model (~20 ms a call); metaplug uses
+    # none. The variable is removed again so the delegates inherit the runtime's environment unchanged.
+    added = "PYDANTIC_DISABLE_PLUGINS" not in os.environ
+    if added:
+        os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
+    try:
+        from pydantic import ValidationError
 
-    from metaplug.config_model import MetaplugConfig
-
+        from metaplug.config_model import MetaplugConfig
+    finally:
+        if added:
+            del os.environ["PYDANTIC_DISABLE_PLUGINS"]
     try:
         return MetaplugConfig.model_validate(raw)
     except ValidationError as exc:

@@ -17,14 +17,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from metaplug.cni.errors import IO_FAILURE, CniError
 
@@ -58,6 +56,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
 
 
 def checksum(body: dict[str, Any]) -> str:
+    import hashlib  # lazily: ~7 ms of start-up that VERSION and STATUS do not need
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()
 
@@ -72,8 +71,7 @@ class CorruptJournal(Exception):
         self.partial = partial
 
 
-@dataclass(frozen=True)
-class JournalKey:
+class JournalKey(NamedTuple):
     state_dir: str
     container_id: str
     network: str

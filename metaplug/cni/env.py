@@ -8,8 +8,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from metaplug.cni import version as cniversion
 from metaplug.cni.errors import (
@@ -37,16 +36,15 @@ CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")  # duty 3 (and du
 MAX_IFNAME_BYTES = 15
 
 
-@dataclass(frozen=True)
-class CniEnv:
-    """The validated CNI_* variables of one call."""
+class CniEnv(NamedTuple):
+    """The validated CNI_* variables of one call (a NamedTuple: dataclasses cost start-up time)."""
 
     command: str
     container_id: str = ""
     netns: str = ""
     ifname: str = ""
     args: str = ""
-    path: tuple[str, ...] = field(default_factory=tuple)
+    path: tuple[str, ...] = ()
 
 
 def validate_ifname(name: str, what: str = "CNI_IFNAME") -> None:
@@ -151,11 +149,12 @@ def parse_cni_args(raw: str, known: Collection[str] | None = None) -> dict[str, 
     return out
 
 
-def parse_stdin(data: bytes | None, *, allow_empty: bool = False) -> dict[str, Any]:
+def parse_stdin(data: bytes | None, *, allow_empty: bool = False, fill_version: bool = True) -> dict[str, Any]:
     """Decode the network configuration on stdin (duties 8, 9).
 
     Unreadable stdin is the caller's code 5 (`read_stdin`); undecodable JSON or a non-object: code 6; a bad cniVersion
-    string: code 6. A missing cniVersion is filled in as 0.1.0. Empty stdin gives `{}` when `allow_empty` (VERSION).
+    string: code 6. A missing cniVersion is filled in as 0.1.0 (unless `fill_version` is False: VERSION answers with its
+    own version then, duty 15). Empty stdin gives `{}` when `allow_empty` (VERSION).
     """
     if data is None or data.strip() == b"":
         if allow_empty:
@@ -168,6 +167,8 @@ def parse_stdin(data: bytes | None, *, allow_empty: bool = False) -> dict[str, A
     if not isinstance(conf, dict):
         raise CniError(DECODE_FAILURE, "failed to decode network configuration", "stdin must be one JSON object")
     if "cniVersion" not in conf:
+        if not fill_version:
+            return conf
         conf["cniVersion"] = cniversion.DEFAULT_CONFIG_VERSION
     cniversion.parse(conf["cniVersion"])
     return conf

@@ -50,7 +50,7 @@ def dispatch(
     try:
         env = parse_env(environ)
         if env.command == "VERSION":
-            conf = parse_stdin(stdin, allow_empty=True)
+            conf = parse_stdin(stdin, allow_empty=True, fill_version=False)
             return 0, json.dumps(version_reply(conf, supported)) + "\n", ""
         conf = parse_stdin(stdin, allow_empty=env.command == "STATUS")
         if conf:

@@ -162,3 +162,12 @@ def test_duty1_known_verb_without_handler_is_code_4() -> None:
     assert status == 1
     doc = one_json(out)
     assert doc["code"] == 4 and "CHECK" in doc["msg"]
+
+
+def test_duty15_version_without_cniversion_answers_own_version() -> None:
+    """duty 15: `{}` on stdin carries no version, so VERSION replies with the plugin's own (not 0.1.0)."""
+    from metaplug.cni.skel import dispatch
+
+    code, out, _ = dispatch({"CNI_COMMAND": "VERSION"}, b"{}", {}, name="t", supported=("1.0.0", "1.1.0"))
+    assert code == 0
+    assert json.loads(out) == {"cniVersion": "1.1.0", "supportedVersions": ["1.0.0", "1.1.0"]}
