@@ -3,14 +3,13 @@
 Two views of the same JSON object:
 - `Settings` (a NamedTuple, no pydantic): the few paths and knobs every verb needs (stateDir, binDir, logging,
   timeouts). DEL, CHECK and GC run from the journal and need nothing else, so they never pay for pydantic.
-- `MetaplugConfig` (pydantic, built on ADD and STATUS only): every key validated, Multus spellings accepted as aliases
-  (`cniDir`, `readinessindicatorfile`, `multusNamespace`, `logLevel`, `logFile`).
+- `MetaplugConfig` (config_model.py, validated by pydantic-core, on ADD and STATUS only): every key validated,
+  Multus spellings accepted as aliases (`cniDir`, `readinessindicatorfile`, `multusNamespace`, `loglevel`).
   A bad value is CNI error 7 naming the key.
 """
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
@@ -73,21 +72,13 @@ class Settings(NamedTuple):
 
 
 def load_config(raw: dict[str, Any]) -> MetaplugConfig:
-    """Validate the whole configuration (ADD, STATUS). Errors name the key (code 7)."""
-    # pydantic looks up plugins through importlib.metadata when it builds a model (~20 ms a call); metaplug uses
-    # none. The variable is removed again so the delegates inherit the runtime's environment unchanged.
-    added = "PYDANTIC_DISABLE_PLUGINS" not in os.environ
-    if added:
-        os.environ["PYDANTIC_DISABLE_PLUGINS"] = "__all__"
-    try:
-        from pydantic import ValidationError
+    """Validate the whole configuration (ADD, STATUS). Errors name the key as written (code 7)."""
+    from pydantic_core import ValidationError
 
-        from metaplug.config_model import MetaplugConfig
-    finally:
-        if added:
-            del os.environ["PYDANTIC_DISABLE_PLUGINS"]
+    from metaplug.config_model import MetaplugConfig
+
     try:
-        return MetaplugConfig.model_validate(raw)
+        return MetaplugConfig.validate(raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

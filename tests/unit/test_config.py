@@ -1,0 +1,76 @@
+"""metaplug's configuration: defaults, Multus aliases, errors that name the key (issue: configuration)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from metaplug.cni.errors import CniError
+from metaplug.config import DEFAULT_STATE_DIR, Settings, load_config
+from metaplug.config_model import FIELDS
+
+
+def test_defaults() -> None:
+    cfg = load_config({"name": "mp"})
+    assert cfg.conf_dir == "/etc/cni/metaplug/net.d" and cfg.bin_dir == "/opt/cni/bin"
+    assert cfg.state_dir == DEFAULT_STATE_DIR and cfg.system_namespaces == ["kube-system"]
+    assert cfg.result == "merged" and cfg.parallel is False and cfg.network_namespace == "kube-system"
+    assert cfg.delegates == [] and cfg.global_namespaces == []
+
+
+def test_multus_spellings_are_aliases() -> None:
+    cfg = load_config({"name": "mp", "cniDir": "/x", "readinessindicatorfile": "/r", "multusNamespace": "ns1",
+                       "loglevel": "DEBUG", "globalNamespaces": "a, b,,c"})
+    assert (cfg.conf_dir, cfg.readiness_indicator_file, cfg.network_namespace) == ("/x", "/r", "ns1")
+    assert cfg.log_level == "debug" and cfg.global_namespaces == ["a", "b", "c"]
+
+
+def test_wire_name_wins_when_both_are_given() -> None:
+    assert load_config({"name": "mp", "confDir": "/a", "cniDir": "/b"}).conf_dir == "/a"
+
+
+@pytest.mark.parametrize("key,value", [
+    ("result", "all"), ("parallel", "maybe"), ("delegateTimeout", 0), ("readinessTimeout", -1),
+    ("logLevel", "loud"), ("delegates", "bridge"), ("defaultNetworks", "red"), ("stateDir", ""),
+    ("capabilities", {"ips": "perhaps"}), ("kubeDeadline", "soon"),
+])
+def test_bad_value_is_code_7_naming_the_key(key: str, value: object) -> None:
+    with pytest.raises(CniError) as info:
+        load_config({"name": "mp", key: value})
+    assert info.value.code == 7 and info.value.details.startswith(key)
+
+
+def test_name_is_required() -> None:
+    with pytest.raises(CniError) as info:
+        load_config({})
+    assert info.value.code == 7 and "name" in info.value.details
+
+
+def test_every_field_has_a_distinct_wire_name() -> None:
+    names = [n for f in FIELDS for n in f.names]
+    assert len(names) == len(set(names))
+
+
+def test_settings_without_pydantic() -> None:
+    s = Settings.from_raw({"name": "mp", "stateDir": "/s", "logLevel": "INFO", "delegateTimeout": 3})
+    assert (s.state_dir, s.log_level, s.delegate_timeout, s.bin_dir) == ("/s", "info", 3.0, "/opt/cni/bin")
+    with pytest.raises(CniError) as info:
+        Settings.from_raw({"delegateTimeout": -2})
+    assert info.value.code == 7 and "delegateTimeout" in info.value.details
+
+
+def test_del_path_imports_no_pydantic_httpx_or_pyroute2() -> None:
+    """Start-up budget: DEL runs from the journal and may not import pydantic, httpx, pyroute2 or dataclasses."""
+    code = (
+        "import sys, json, io, os\n"
+        "from metaplug.plugin import run\n"
+        "env = {'CNI_COMMAND': 'DEL', 'CNI_CONTAINERID': 'c', 'CNI_IFNAME': 'eth0'}\n"
+        "st = run(env, json.dumps({'cniVersion': '1.0.0', 'name': 'n', 'stateDir': '/nonexistent/x'}).encode())\n"
+        "assert st[0] == 0, st\n"
+        "heavy = [m for m in ('pydantic', 'pydantic_core', 'httpx', 'pyroute2', 'dataclasses') if m in sys.modules]\n"
+        "print(heavy)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
