@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.helpers.metaplug_env import MetaplugWorld
-from tests.helpers.netns import Netns
+from tests.helpers.netns import VENV_BIN, Netns
+
+MP_PLUGINS = {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local", "static": "mp-static"}
 
 
 def three_networks(world: MetaplugWorld) -> dict:
@@ -16,8 +20,14 @@ def three_networks(world: MetaplugWorld) -> dict:
                            [{"name": "blue", "interface": "blue0", "ips": ["192.168.77.10/24"]}, {"name": "red"}])
 
 
-def test_add_check_del_three_networks_merged_result(world: MetaplugWorld, pod: Netns) -> None:
-    """R24 order, BEYOND merged result (re-indexed ips), CHECK, DEL twice (cni.md 11), nothing left behind."""
+@pytest.mark.parametrize("delegates", ["reference", "bundled"])
+def test_add_check_del_three_networks_merged_result(world: MetaplugWorld, pod: Netns, delegates: str) -> None:
+    """R24 order, BEYOND merged result (re-indexed ips), CHECK, DEL twice (cni.md 11), nothing left behind; with the
+    Debian reference plugins and with the project's own mp-* delegates."""
+    if delegates == "bundled":
+        if not (VENV_BIN / "mp-bridge").exists():
+            pytest.skip("bundled delegates not installed")
+        world.plugins = dict(MP_PLUGINS)
     conf = three_networks(world)
     add = world.call("ADD", conf, pod=pod)
     assert add.code == 0, add.stdout + add.stderr

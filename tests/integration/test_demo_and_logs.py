@@ -1,0 +1,39 @@
+"""The README's main command, and metaplug's logging contract (JSON lines on stderr/logFile, never on stdout)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from tests.helpers.metaplug_env import MetaplugWorld
+from tests.helpers.netns import VENV_BIN, Netns, is_root, run
+
+
+def test_demo_runs_and_leaves_nothing_behind() -> None:
+    """`metaplug demo` attaches three networks with the bundled delegates, CHECKs, DELs and cleans up."""
+    if not is_root():
+        pytest.skip("needs root")
+    before = set(run(["ip", "netns", "list"]).stdout.decode().split())
+    proc = subprocess.run([str(VENV_BIN / "metaplug"), "demo"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "mp-bridge" in proc.stdout  # the project's own delegates were used
+    assert "192.168.77.10/24" in proc.stdout and "== CHECK: exit 0" in proc.stdout
+    assert "state files left after DEL: 0" in proc.stdout
+    after = set(run(["ip", "netns", "list"]).stdout.decode().split())
+    assert not {n for n in after - before if n.startswith("mpdemo-")}
+
+
+def test_log_file_gets_one_json_object_per_line(world: MetaplugWorld, pod: Netns) -> None:
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0
+    json.loads(add.stdout)  # stdout is exactly one JSON document
+    lines = (world.tmp / "metaplug.log").read_text().splitlines()
+    assert lines
+    records = [json.loads(line) for line in lines]
+    assert all({"ts", "level", "logger", "msg", "verb", "container"} <= set(r) for r in records)
+    assert any(r["level"] == "debug" and "bridge" in r["msg"] for r in records)
+    delete = world.call("DEL", conf, pod=pod)
+    assert delete.code == 0 and delete.stdout == ""
