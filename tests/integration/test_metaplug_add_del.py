@@ -7,7 +7,7 @@ import json
 import pytest
 
 from tests.helpers.metaplug_env import MetaplugWorld
-from tests.helpers.netns import VENV_BIN, Netns
+from tests.helpers.netns import VENV_BIN, Netns, NetnsFactory
 
 MP_PLUGINS = {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local", "static": "mp-static"}
 
@@ -179,3 +179,28 @@ def test_r13_default_route_moves_to_secondary(world: MetaplugWorld, pod: Netns) 
     status = json.loads((world.state_dir / "c1" / "mp-eth0.json").read_text())["body"]["status"]
     assert [(s["interface"], s["default"]) for s in status] == [("eth0", False), ("net1", True)]
     assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_r24_default_networks_come_before_the_pods_networks(world: MetaplugWorld,
+                                                            netns_factory: NetnsFactory) -> None:
+    """R24: cluster network, then defaultNetworks (bare names resolve in networkNamespace), then the annotation's
+    networks; pods in systemNamespaces get no defaultNetworks."""
+    world.add_nad("mgmt", world.bridge_net("mgmt", "10.50.0.0/24", "mpmg0"), namespace="kube-system")
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    world.add_nad("red", world.bridge_net("red", "10.98.0.0/24", "mpred1"), namespace="kube-system")
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"),
+                                               defaultNetworks=["mgmt"]), "red")
+    pod = netns_factory.new("pod")
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout
+    assert [i["name"] for i in add.json["interfaces"] if i.get("sandbox")] == ["eth0", "net1", "net2"]
+    assert pod.addresses("net1") == ["10.50.0.2/24"] and pod.addresses("net2") == ["10.99.0.2/24"]
+    assert world.call("DEL", conf, pod=pod).code == 0
+
+    system_pod = netns_factory.new("pod")
+    args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=kube-system;K8S_POD_NAME=dns"
+    add = world.call("ADD", conf, pod=system_pod, args=args, container_id="sys")
+    assert add.code == 0, add.stdout
+    assert [i["name"] for i in add.json["interfaces"] if i.get("sandbox")] == ["eth0", "net1"]
+    assert system_pod.addresses("net1") == ["10.98.0.2/24"]  # the pod's own namespace's "red"
+    assert world.call("DEL", conf, pod=system_pod, args=args, container_id="sys").code == 0
