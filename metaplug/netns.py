@@ -2,8 +2,8 @@
 
 A network namespace is per thread on Linux, so each operation runs in a short-lived thread that `setns()`s into the
 target namespace: the process itself never leaves its own namespace, and nothing has to fork. Listing interface names
-uses only the C library (cheap, on the ADD hot path); reading addresses and changing routes uses pyroute2, imported
-only when those are needed.
+uses only the C library (cheap, on the ADD hot path); reading links and addresses (CHECK) uses the small stdlib
+rtnetlink reader in rtnl.py; changing routes (R13) uses pyroute2, imported only then.
 """
 
 from __future__ import annotations
@@ -70,20 +70,16 @@ def _ipr() -> Any:
 
 def inspect_interfaces(path: str) -> dict[str, dict[str, Any]]:
     """{ifname: {"mac": str, "addresses": set of "ip/prefix", "index": int}} of every interface in the namespace."""
+    from metaplug import rtnl
 
     def collect() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        with _ipr() as ipr:
-            by_index: dict[int, str] = {}
-            for link in ipr.get_links():
-                name = link.get_attr("IFLA_IFNAME")
-                mac = link.get_attr("IFLA_ADDRESS") or ""
-                by_index[link["index"]] = name
-                out[name] = {"mac": mac.lower(), "addresses": set(), "index": link["index"]}
-            for addr in ipr.get_addr():
-                name = by_index.get(addr["index"])
-                if name is not None:
-                    out[name]["addresses"].add(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+        by_index = rtnl.links()
+        for index, (name, mac) in by_index.items():
+            out[name] = {"mac": mac, "addresses": set(), "index": index}
+        for index, address in rtnl.addresses():
+            if index in by_index:
+                out[by_index[index][0]]["addresses"].add(address)
         return out
 
     return run_in_netns(path, collect)

@@ -1,0 +1,98 @@
+"""A minimal rtnetlink reader: links (name, MAC) and addresses of the current thread's network namespace.
+
+Why not pyroute2 here: importing pyroute2 costs 110-140 ms, and CHECK (which CRI-O runs right after every ADD) only
+needs two read-only dumps. This module uses the standard library alone (~1 ms). Changing routes (R13) still uses
+pyroute2 in netns.py. Message layouts: linux/netlink.h, linux/rtnetlink.h, linux/if_link.h, linux/if_addr.h.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import socket
+import struct
+from collections.abc import Iterator
+
+NETLINK_ROUTE = 0
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
+IFLA_ADDRESS, IFLA_IFNAME = 1, 3
+IFA_ADDRESS, IFA_LOCAL = 1, 2
+
+_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
+_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
+_IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
+_RTATTR = struct.Struct("=HH")  # len, type
+
+
+def _align(n: int) -> int:
+    return (n + 3) & ~3
+
+
+def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    while offset + _RTATTR.size <= len(data):
+        length, kind = _RTATTR.unpack_from(data, offset)
+        if length < _RTATTR.size:
+            break
+        out.setdefault(kind & 0x3FFF, data[offset + _RTATTR.size: offset + length])
+        offset += _align(length)
+    return out
+
+
+def _dump(request_type: int, payload: bytes) -> Iterator[tuple[int, bytes]]:
+    """Send one dump request; yield (message type, message body) until NLMSG_DONE."""
+    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
+        sock.bind((0, 0))
+        seq = 1
+        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), request_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
+                  + payload)
+        while True:
+            data = sock.recv(65536)
+            offset = 0
+            while offset + _NLMSGHDR.size <= len(data):
+                length, kind, _flags, msg_seq, _pid = _NLMSGHDR.unpack_from(data, offset)
+                if length < _NLMSGHDR.size:
+                    return
+                body = data[offset + _NLMSGHDR.size: offset + length]
+                offset += _align(length)
+                if msg_seq != seq:
+                    continue
+                if kind == NLMSG_DONE:
+                    return
+                if kind == NLMSG_ERROR:
+                    (errno,) = struct.unpack_from("=i", body)
+                    if errno:
+                        raise OSError(-errno, os.strerror(-errno))
+                    continue
+                yield kind, body
+
+
+def links() -> dict[int, tuple[str, str]]:
+    """{ifindex: (name, mac)} of every link; mac is lower-case colon hex ("" when the link has none)."""
+    out: dict[int, tuple[str, str]] = {}
+    for kind, body in _dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        if kind != RTM_NEWLINK:
+            continue
+        _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(body)
+        attrs = _attrs(body, _IFINFOMSG.size)
+        name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
+        mac = ":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b""))
+        out[index] = (name, mac)
+    return out
+
+
+def addresses() -> list[tuple[int, str]]:
+    """(ifindex, "address/prefix") of every IPv4 and IPv6 address."""
+    out: list[tuple[int, str]] = []
+    for kind, body in _dump(RTM_GETADDR, _IFADDRMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
+        if kind != RTM_NEWADDR:
+            continue
+        family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(body)
+        attrs = _attrs(body, _IFADDRMSG.size)
+        raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)  # IFA_LOCAL is ours on point-to-point links
+        if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+            continue
+        out.append((index, f"{ipaddress.ip_address(raw)}/{prefixlen}"))
+    return out
