@@ -112,11 +112,17 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: Any, key: journal.Journa
             for a in plan
         ],
     }
+    from metaplug.cni.convert import convert_result
     from metaplug.runner import run_attachments
 
     try:
         results = run_attachments(key, body, parallel=cfg.parallel)
         merged, status = _finish(env, conf, cfg, body, results)
+        # Converting can fail (0.2.0 without any IP, cni.md 30): do it before ADD counts as done, so it rolls back.
+        reply = convert_result(merged if cfg.result == "merged" else body["primaryResult"], conf["cniVersion"])
+        body["status"] = status
+        body["result"] = merged
+        journal.write(key, body)
     except BaseException as exc:
         failures = _rollback(key, env, body)
         if failures:
@@ -125,14 +131,9 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: Any, key: journal.Journa
         if isinstance(exc, CniError):
             raise
         raise CniError(skel.INTERNAL_ERROR, "internal error during ADD", f"{type(exc).__name__}: {exc}") from exc
-    body["status"] = status
-    body["result"] = merged
-    journal.write(key, body)
     if kube is not None:
         kube.publish_status(status)
-    from metaplug.cni.convert import convert_result
-
-    return convert_result(merged if cfg.result == "merged" else body["primaryResult"], conf["cniVersion"])
+    return reply
 
 
 def _finish(env: CniEnv, conf: dict[str, Any], cfg: Any, body: dict[str, Any],

@@ -334,3 +334,16 @@ def test_multus_spellings_are_accepted(world: MetaplugWorld, pod: Netns) -> None
     add = world.call("ADD", world.annotated(conf, "red"), pod=pod)
     assert add.code == 0, add.stdout
     assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def test_result_that_cannot_be_converted_rolls_back(world: MetaplugWorld, pod: Netns) -> None:
+    """cni.md 30: a 0.2.0 request whose merged result has no IP fails ("cannot convert"), and the ADD is undone."""
+    _, log = fake_bin(world)
+    no_ip = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth0", "sandbox": pod.path}]}
+    conf = world.metaplug_conf({"cniVersion": "1.0.0", "name": "noip",
+                                "plugins": [{"type": "fake", "fake": {"log": str(log), "result": no_ip}}]})
+    conf["cniVersion"] = "0.2.0"
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 1 and "cannot convert" in add.json["msg"], add.stdout
+    assert [c["command"] for c in fake_delegate.read_log(log)] == ["ADD", "DEL"]
+    assert world.state_files() == []
