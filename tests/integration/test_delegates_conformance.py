@@ -331,7 +331,8 @@ def test_chain_bridge_then_tuning(flavor: Flavor, node: Netns, pod: Netns, tmp_p
     MAC and MTU; CHECK of both with the final result passes; DEL in reverse order, twice, succeeds."""
     bridge_conf = main_conf(flavor, "bridge", ipam_conf(flavor, "host-local", tmp_path))
     tuning_conf = {"cniVersion": "1.0.0", "name": "mpnet", "type": "tuning", "mac": "02:00:00:66:00:99", "mtu": 1300,
-                   "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"}}
+                   "sysctl": {"net.ipv4.conf.eth0.arp_notify": "1"},
+                   "dataDir": str(tmp_path / "tuning")}  # else tuning keeps its backups in the host's /run/cni
     first = cni(node, flavor, "bridge", "ADD", bridge_conf, netns=pod.path).result()
     final = cni(node, flavor, "tuning", "ADD", with_prev(tuning_conf, first), netns=pod.path).result()
     link = pod.links()["eth0"]
