@@ -15,7 +15,7 @@ import pytest
 
 from tests.helpers import fake_delegate
 from tests.helpers.metaplug_env import MetaplugWorld
-from tests.helpers.netns import Netns, NetnsFactory
+from tests.helpers.netns import VENV_BIN, Netns, NetnsFactory
 
 
 def cluster_conf(world: MetaplugWorld, **extra: object) -> dict:
@@ -347,3 +347,24 @@ def test_result_that_cannot_be_converted_rolls_back(world: MetaplugWorld, pod: N
     assert add.code == 1 and "cannot convert" in add.json["msg"], add.stdout
     assert [c["command"] for c in fake_delegate.read_log(log)] == ["ADD", "DEL"]
     assert world.state_files() == []
+
+
+def test_gc_is_forwarded_to_1_1_delegates_with_their_own_valid_attachments(world: MetaplugWorld, pod: Netns) -> None:
+    """cni.md 14/22: after its own GC, metaplug forwards GC to every 1.1.0 delegate list it journaled, listing the
+    attachments that list still has (with their own ifnames: net1 for a secondary), so the delegate drops only leaks."""
+    if not (VENV_BIN / "mp-host-local").exists():
+        pytest.skip("bundled delegates not installed")
+    world.plugins = {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local",
+                     "static": "mp-static"}
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0", version="1.1.0"))
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0",
+                                                                version="1.1.0")), "red")
+    assert world.call("ADD", conf, pod=pod, container_id="live").code == 0
+    for net, ip in (("cluster", "10.88.0.77"), ("red", "10.99.0.77")):  # allocations nobody owns any more
+        (world.ipam_dir / net / ip).write_text("ghost\r\neth0")
+    gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "live", "ifname": "eth0"}]})
+    result = world.call("GC", gc)
+    assert result.code == 0, result.stdout + result.stderr
+    assert world.reservations() == ["cluster/10.88.0.2", "red/10.99.0.2"]
+    assert world.call("DEL", conf, pod=pod, container_id="live").code == 0
+    assert world.reservations() == []
