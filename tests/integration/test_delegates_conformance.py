@@ -522,3 +522,20 @@ def test_mp_status_and_gc_forward_to_ipam(node: Netns, pod: Netns, tmp_path: Pat
     gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "c1", "ifname": "eth1"}]})
     cni(node, MP, "bridge", "GC", gc, netns="", cid="", ifname="").ok()
     assert list(allocations(tmp_path).values()) == [b"c1\r\neth1"]
+
+
+@pytest.mark.parametrize("mode", ["bridge", "private", "vepa", "passthru"])
+def test_macvlan_modes(flavor: Flavor, mode: str, node: Netns, pod: Netns, netns_factory: NetnsFactory,
+                       tmp_path: Path) -> None:
+    """mp-macvlan `mode` (bridge/private/vepa/passthru) gives the same kernel macvlan mode as the reference plugin;
+    DEL removes the interface."""
+    netns_factory.veth_uplink(node, UPLINK)
+    conf = main_conf(flavor, "macvlan", ipam_conf(flavor, "static", tmp_path))
+    conf["mode"] = mode
+    result = cni(node, flavor, "macvlan", "ADD", conf, netns=pod.path).result()
+    assert pod.addresses("eth0") == [STATIC_ADDRESS]
+    details = pod.ip_json("-d", "link", "show", "dev", "eth0")[0]
+    assert details["linkinfo"]["info_kind"] == "macvlan"
+    assert details["linkinfo"]["info_data"]["mode"] == mode
+    cni(node, flavor, "macvlan", "DEL", with_prev(conf, result), netns=pod.path).ok()
+    assert not pod.has_link("eth0")

@@ -368,3 +368,16 @@ def test_gc_is_forwarded_to_1_1_delegates_with_their_own_valid_attachments(world
     assert world.reservations() == ["cluster/10.88.0.2", "red/10.99.0.2"]
     assert world.call("DEL", conf, pod=pod, container_id="live").code == 0
     assert world.reservations() == []
+
+
+def test_status_is_forwarded_to_1_1_cluster_delegates(world: MetaplugWorld) -> None:
+    """cni.md 13: STATUS goes to the cluster network's 1.1.0 delegates; their 51 (degraded) comes back as 51."""
+    _, log = fake_bin(world)
+    fake = {"type": "fake", "fake": {"log": str(log), "on": {"STATUS": "error-json"},
+                                     "error": {"code": 51, "msg": "uplink down"}}}
+    conf = world.metaplug_conf({"cniVersion": "1.1.0", "name": "c11", "plugins": [fake]})
+    status = world.call("STATUS", conf)
+    assert status.code == 1 and status.json["code"] == 51 and "uplink down" in status.json["msg"]
+    assert [c["command"] for c in fake_delegate.read_log(log)] == ["STATUS"]
+    fake["fake"]["on"] = {}
+    assert world.call("STATUS", conf).code == 0
