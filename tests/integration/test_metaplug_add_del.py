@@ -204,3 +204,21 @@ def test_r24_default_networks_come_before_the_pods_networks(world: MetaplugWorld
     assert [i["name"] for i in add.json["interfaces"] if i.get("sandbox")] == ["eth0", "net1"]
     assert system_pod.addresses("net1") == ["10.98.0.2/24"]  # the pod's own namespace's "red"
     assert world.call("DEL", conf, pod=system_pod, args=args, container_id="sys").code == 0
+
+
+def test_duty10_prev_result_is_carried_forward(world: MetaplugWorld, pod: Netns) -> None:
+    """cni.md 10: when metaplug runs inside a chain, its output carries the prevResult (in front, re-indexed)."""
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    conf["prevResult"] = {"cniVersion": "1.1.0",
+                          "interfaces": [{"name": "earlier0", "mac": "02:00:00:00:00:aa", "sandbox": pod.path}],
+                          "ips": [{"address": "192.0.2.9/24", "interface": 0}],
+                          "routes": [{"dst": "198.51.100.0/24", "gw": "192.0.2.1"}]}
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout
+    result = add.json
+    names = [i["name"] for i in result["interfaces"]]
+    assert names[0] == "earlier0" and "eth0" in names
+    assert {(names[ip["interface"]], ip["address"]) for ip in result["ips"]} == {
+        ("earlier0", "192.0.2.9/24"), ("eth0", "10.88.0.2/24")}
+    assert {"dst": "198.51.100.0/24", "gw": "192.0.2.1"} in result["routes"]
+    assert world.call("DEL", conf, pod=pod).code == 0
