@@ -1,4 +1,5 @@
-"""The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `install`, `uninstall`, `version`."""
+"""The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `state`, `install`, `uninstall`,
+`version`."""
 
 from __future__ import annotations
 
@@ -18,9 +19,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--reference", action="store_true",
                       help="use the reference plugins (/usr/lib/cni, /opt/cni/bin) instead of the bundled mp-* ones")
     sub.add_parser("version", help="print metaplug's version and the CNI versions it supports")
-    from metaplug import install
+    from metaplug import inspect_state, install
 
     install.add_arguments(sub)
+    inspect_state.add_arguments(sub)
     return parser
 
 

@@ -37,3 +37,19 @@ def test_log_file_gets_one_json_object_per_line(world: MetaplugWorld, pod: Netns
     assert any(r["level"] == "debug" and "bridge" in r["msg"] for r in records)
     delete = world.call("DEL", conf, pod=pod)
     assert delete.code == 0 and delete.stdout == ""
+
+
+def test_state_command_lists_recorded_attachments(world: MetaplugWorld, pod: Netns) -> None:
+    """`metaplug state` shows what the journal holds (read-only), and marks corrupt journals."""
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0")), "red")
+    assert world.call("ADD", conf, pod=pod, container_id="podA").code == 0
+    state = [str(VENV_BIN / "metaplug"), "state", "--state-dir", str(world.state_dir)]
+    table = run(state).stdout.decode()
+    assert "podA" in table and "default/red" in table and "10.99.0.2/24" in table and "added" in table
+    full = json.loads(run([*state, "podA"]).stdout)
+    assert [a["ifname"] for a in full[0]["journal"]["attachments"]] == ["eth0", "net1"]
+    assert run([*state, "nosuch"], check=False).returncode == 1
+    (world.state_dir / "podA" / "mp-eth0.json").write_text("{broken")
+    assert "CORRUPT" in run(state).stdout.decode()
+    assert world.call("DEL", conf, pod=pod, container_id="podA").code == 0

@@ -1,0 +1,60 @@
+"""`metaplug state`: what metaplug has recorded on this node, for operators debugging a pod's networking.
+
+Reads the journals in stateDir (never changes them) and prints one line per attachment, or the whole journal of one
+container as JSON. Corrupt journals are listed with the reason, so they are easy to find.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from metaplug import journal
+from metaplug.config import DEFAULT_STATE_DIR
+
+
+def add_arguments(sub: Any) -> None:
+    parser = sub.add_parser("state", help="show the attachments metaplug recorded (its journal) on this node")
+    parser.add_argument("container", nargs="?", help="a container ID: print its journals in full (JSON)")
+    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
+                        help=f"metaplug's stateDir (default {DEFAULT_STATE_DIR})")
+    parser.set_defaults(handler=run)
+
+
+def _rows(state_dir: str, only: str | None) -> list[tuple[str, str, dict[str, Any] | None, str]]:
+    rows = []
+    for cid, path in journal.list_journals(state_dir):
+        if only is not None and cid != only:
+            continue
+        try:
+            with open(path, "rb") as fh:
+                body: dict[str, Any] | None = journal.decode(path, fh.read())
+            problem = ""
+        except (OSError, journal.CorruptJournal) as exc:
+            body, problem = None, str(exc)
+        rows.append((cid, path, body, problem))
+    return rows
+
+
+def run(args: argparse.Namespace) -> int:
+    rows = _rows(args.state_dir, args.container)
+    if args.container:
+        if not rows:
+            print(f"no journal for container {args.container} in {args.state_dir}", file=sys.stderr)
+            return 1
+        print(json.dumps([{"path": path, "problem": problem or None, "journal": body}
+                          for _, path, body, problem in rows], indent=2))
+        return 0
+    print(f"{'CONTAINER':<16} {'NETWORK':<14} {'IFNAME':<8} {'ATTACHMENT':<24} {'STATE':<8} ADDRESSES")
+    for cid, path, body, problem in rows:
+        if body is None:
+            print(f"{cid[:16]:<16} {'?':<14} {'?':<8} {'CORRUPT':<24} {'-':<8} {path}: {problem}")
+            continue
+        for att in body.get("attachments", []):
+            result = att.get("result") or {}
+            addresses = ",".join(ip.get("address", "?") for ip in result.get("ips", []))
+            print(f"{cid[:16]:<16} {body.get('network', '?'):<14} {att.get('ifname', '?'):<8} "
+                  f"{att.get('network', '?'):<24} {att.get('state', '?'):<8} {addresses}")
+    return 0
