@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from metaplug.cni.env import validate_network_name
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 if TYPE_CHECKING:
@@ -60,9 +61,11 @@ class Settings(NamedTuple):
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> Settings:
+        # cni.md 5: the name also names the journal files, so it must never carry a path separator.
+        validate_network_name(raw.get("name"))
         log_file = raw.get("logFile")
         return cls(
-            name=str(raw.get("name", "")),
+            name=raw["name"],
             state_dir=_string(raw, ("stateDir",), DEFAULT_STATE_DIR),
             bin_dir=_string(raw, ("binDir",), DEFAULT_BIN_DIR),
             log_level=_string(raw, ("logLevel", "loglevel"), "warning").lower(),

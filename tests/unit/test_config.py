@@ -57,8 +57,15 @@ def test_settings_without_pydantic() -> None:
     s = Settings.from_raw({"name": "mp", "stateDir": "/s", "logLevel": "INFO", "delegateTimeout": 3})
     assert (s.state_dir, s.log_level, s.delegate_timeout, s.bin_dir) == ("/s", "info", 3.0, "/opt/cni/bin")
     with pytest.raises(CniError) as info:
-        Settings.from_raw({"delegateTimeout": -2})
+        Settings.from_raw({"name": "mp", "delegateTimeout": -2})
     assert info.value.code == 7 and "delegateTimeout" in info.value.details
+
+
+@pytest.mark.parametrize("name", ["../evil", "a/b", "", None, ".hidden"])
+def test_duty5_network_name_is_validated_before_it_names_files(name: object) -> None:
+    with pytest.raises(CniError) as info:
+        Settings.from_raw({"name": name})
+    assert info.value.code == 7
 
 
 def test_del_path_imports_no_pydantic_httpx_or_pyroute2() -> None:
