@@ -7,9 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from delegates import SUPPORTED_VERSIONS
+from metaplug.cni import skel
 from metaplug.cni import version as cniversion
 from metaplug.cni.convert import convert_result, result_version
+from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.skel import Handler
 
 INTERNAL_VERSION = "1.1.0"  # the shape every delegate builds its results in
 
@@ -82,3 +86,19 @@ def positive_int(conf: dict[str, Any], key: str) -> int | None:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise CniError(INVALID_NETWORK_CONFIG, f"invalid {key}", f"{key} must be a positive integer, got {value!r}")
     return value
+
+
+def version_only(verb: str) -> Handler:
+    """A STATUS or GC handler for a plugin that keeps nothing outside the namespace and needs nothing external:
+    it only checks that the config's version has the verb (cni.md 13, 14)."""
+
+    def handler(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+        require_version(conf, "1.1.0", verb)
+        return None
+
+    return handler
+
+
+def serve(name: str, handlers: dict[str, Handler]) -> None:
+    """The process entry of every mp-* plugin."""
+    skel.main(handlers, name=name, supported=SUPPORTED_VERSIONS)

@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
+from delegates._common import require_version
 from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, NOT_AVAILABLE, CniError
 from metaplug.cni.invoke import build_env, exec_plugin, find_plugin
+from metaplug.cni.skel import Handler
 
 IPAM_TIMEOUT = 120.0  # seconds; host-local may wait for its store lock under many concurrent ADDs
 
@@ -54,3 +56,15 @@ def release_quietly(conf: dict[str, Any], env: CniEnv, raw_stdin: bytes) -> None
     """IPAM DEL after a failed ADD; the ADD's own error is what the caller reports, so errors here are dropped."""
     with contextlib.suppress(CniError):
         exec_ipam("DEL", conf, env, raw_stdin)
+
+
+def forward_to_ipam(verb: str) -> Handler:
+    """A STATUS or GC handler for a main plugin whose only state outside the namespace is its IPAM plugin's
+    (its links die with the namespace): check the version, then ask the IPAM plugin (cni.md 13, 14)."""
+
+    def handler(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+        require_version(conf, "1.1.0", verb)
+        exec_ipam(verb, conf, env, raw)
+        return None
+
+    return handler

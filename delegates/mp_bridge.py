@@ -12,11 +12,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from delegates import CHECK_FAILED, IFNAME_EXISTS, SUPPORTED_VERSIONS
+from delegates import CHECK_FAILED, IFNAME_EXISTS
 from delegates import _netlink as nl
-from delegates._common import finish, flag, positive_int, prev_result, require_version, to_internal
-from delegates._ipam import exec_ipam, ipam_type, release_quietly
-from metaplug.cni import skel
+from delegates._common import finish, flag, positive_int, prev_result, require_version, serve, to_internal
+from delegates._ipam import exec_ipam, forward_to_ipam, ipam_type, release_quietly
 from metaplug.cni.env import CniEnv, validate_ifname
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError
 
@@ -213,19 +212,9 @@ def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
-def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
-    """cni.md 14: the veths die with their namespaces; stale IPAM allocations are the IPAM plugin's GC."""
-    require_version(conf, "1.1.0", "GC")
-    exec_ipam("GC", conf, env, raw)
-    return None
-
-
-HANDLERS: dict[str, skel.Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                                     "STATUS": cmd_status, "GC": cmd_gc}
-
-
 def main() -> None:
-    skel.main(HANDLERS, name=NAME, supported=SUPPORTED_VERSIONS)
+    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                 "STATUS": cmd_status, "GC": forward_to_ipam("GC")})
 
 
 if __name__ == "__main__":

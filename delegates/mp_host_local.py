@@ -12,13 +12,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from delegates import ADDRESS_UNAVAILABLE, CHECK_FAILED, SUPPORTED_VERSIONS
+from delegates import ADDRESS_UNAVAILABLE, CHECK_FAILED
 from delegates._allocator import Allocation, allocate
-from delegates._common import finish, prev_result, require_version, valid_attachments
+from delegates._common import finish, prev_result, require_version, serve, valid_attachments
 from delegates._ipamconf import dns_of, ipam_section, requested_addresses, routes_of
 from delegates._ranges import IPAddr, RangeSet, parse_range_sets, range_for
 from delegates._store import Store
-from metaplug.cni import skel
 from metaplug.cni.env import CniEnv, validate_network_name
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, NOT_AVAILABLE, CniError
 
@@ -163,12 +162,9 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
-HANDLERS: dict[str, skel.Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                                     "STATUS": cmd_status, "GC": cmd_gc}
-
-
 def main() -> None:
-    skel.main(HANDLERS, name=NAME, supported=SUPPORTED_VERSIONS)
+    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                 "STATUS": cmd_status, "GC": cmd_gc})
 
 
 if __name__ == "__main__":

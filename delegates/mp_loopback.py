@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from delegates import CHECK_FAILED, SUPPORTED_VERSIONS
+from delegates import CHECK_FAILED
 from delegates import _netlink as nl
-from delegates._common import finish, prev_result, require_version
-from metaplug.cni import skel
+from delegates._common import finish, prev_result, require_version, serve, version_only
 from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import CniError
 
@@ -71,24 +70,9 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
-def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
-    """cni.md 13: nothing external is needed, so always ready."""
-    require_version(conf, "1.1.0", "STATUS")
-    return None
-
-
-def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
-    """cni.md 14: no state outside the namespace, nothing to collect."""
-    require_version(conf, "1.1.0", "GC")
-    return None
-
-
-HANDLERS: dict[str, skel.Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                                     "STATUS": cmd_status, "GC": cmd_gc}
-
-
 def main() -> None:
-    skel.main(HANDLERS, name=NAME, supported=SUPPORTED_VERSIONS)
+    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                 "STATUS": version_only("STATUS"), "GC": version_only("GC")})
 
 
 if __name__ == "__main__":

@@ -11,10 +11,9 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from delegates import CHECK_FAILED, SUPPORTED_VERSIONS
-from delegates._common import finish, prev_result, require_version
+from delegates import CHECK_FAILED
+from delegates._common import finish, prev_result, require_version, serve, version_only
 from delegates._ipamconf import dns_of, ipam_section, requested_addresses, routes_of
-from metaplug.cni import skel
 from metaplug.cni.env import CniEnv, parse_cni_args
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
@@ -108,24 +107,9 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
-def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
-    """cni.md 13: needs nothing external, always ready."""
-    require_version(conf, "1.1.0", "STATUS")
-    return None
-
-
-def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
-    """cni.md 14: nothing is kept, nothing to collect."""
-    require_version(conf, "1.1.0", "GC")
-    return None
-
-
-HANDLERS: dict[str, skel.Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                                     "STATUS": cmd_status, "GC": cmd_gc}
-
-
 def main() -> None:
-    skel.main(HANDLERS, name=NAME, supported=SUPPORTED_VERSIONS)
+    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                 "STATUS": version_only("STATUS"), "GC": version_only("GC")})
 
 
 if __name__ == "__main__":
