@@ -68,3 +68,20 @@ def forward_to_ipam(verb: str) -> Handler:
         return None
 
     return handler
+
+
+def release_and_delete_link(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+    """DEL of a main plugin that made one link in the container (cni.md 11): release the IPAM allocation, then delete
+    CNI_IFNAME; a missing namespace or interface is success. An IPAM failure is reported after the link is gone."""
+    from delegates import _netlink as nl
+
+    ipam_error: CniError | None = None
+    try:
+        exec_ipam("DEL", conf, env, raw)
+    except CniError as exc:
+        ipam_error = exc
+    if nl.netns_exists(env.netns):
+        with nl.netns(env.netns) as cipr:
+            nl.delete_link(cipr, env.ifname)
+    if ipam_error is not None:
+        raise ipam_error

@@ -15,7 +15,7 @@ from typing import Any
 from delegates import CHECK_FAILED, IFNAME_EXISTS
 from delegates import _netlink as nl
 from delegates._common import finish, flag, positive_int, prev_result, require_version, serve, to_internal
-from delegates._ipam import exec_ipam, forward_to_ipam, ipam_type, release_quietly
+from delegates._ipam import exec_ipam, forward_to_ipam, ipam_type, release_and_delete_link, release_quietly
 from metaplug.cni.env import CniEnv, validate_ifname
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError
 
@@ -169,16 +169,7 @@ def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
 
     The plugin fields are not validated here: a config that could never ADD must still DEL cleanly.
     """
-    ipam_error: CniError | None = None
-    try:
-        exec_ipam("DEL", conf, env, raw)
-    except CniError as exc:
-        ipam_error = exc
-    if nl.netns_exists(env.netns):
-        with nl.netns(env.netns) as cipr:
-            nl.delete_link(cipr, env.ifname)
-    if ipam_error is not None:
-        raise ipam_error
+    release_and_delete_link(env, conf, raw)
     return None
 
 
