@@ -371,7 +371,12 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
 
     settings = Settings.from_raw(conf)
     _setup(env, settings)
-    valid_list = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments")) or []
+    valid_list = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments"))
+    if not isinstance(valid_list, list):
+        # Without the list every attachment would look stale; deleting them all on a runtime's mistake is worse
+        # than collecting nothing (the bundled delegates do the same).
+        log.warning("GC without cni.dev/valid-attachments: nothing collected")
+        return None
     valid = {(v.get("containerID"), v.get("ifname")) for v in valid_list if isinstance(v, dict)}
     errors: list[str] = []
     networks: dict[str, tuple[dict[str, Any], list[str]]] = {}

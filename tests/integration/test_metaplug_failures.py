@@ -381,3 +381,14 @@ def test_status_is_forwarded_to_1_1_cluster_delegates(world: MetaplugWorld) -> N
     assert [c["command"] for c in fake_delegate.read_log(log)] == ["STATUS"]
     fake["fake"]["on"] = {}
     assert world.call("STATUS", conf).code == 0
+
+
+def test_gc_without_valid_attachments_collects_nothing(world: MetaplugWorld, pod: Netns) -> None:
+    """cni.md 14: GC acts on the list of valid attachments; a GC without that key must not delete every pod."""
+    conf = cluster_conf(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    gc = world.call("GC", dict(conf, cniVersion="1.1.0"))
+    assert gc.code == 0 and "nothing collected" in gc.stderr
+    assert pod.has_link("eth0") and world.reservations() == ["cluster/10.88.0.2"]
+    empty = world.call("GC", dict(conf, cniVersion="1.1.0", **{"cni.dev/valid-attachments": []}))
+    assert empty.code == 0 and not pod.has_link("eth0") and world.reservations() == []
