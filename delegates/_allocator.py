@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from delegates import ADDRESS_UNAVAILABLE, RANGE_EXHAUSTED
-from delegates._ranges import IPAddr, Range, RangeSet, candidates, describe, range_for
-from delegates._store import Store
+from metaplug_delegates import ADDRESS_UNAVAILABLE, RANGE_EXHAUSTED
+from metaplug_delegates._ranges import IPAddr, Range, RangeSet, candidates, describe, range_for
+from metaplug_delegates._store import Store
+
 from metaplug.cni.errors import CniError
 
 

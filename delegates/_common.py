@@ -7,7 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from delegates import SUPPORTED_VERSIONS
+from metaplug_delegates import SUPPORTED_VERSIONS
+
 from metaplug.cni import skel
 from metaplug.cni import version as cniversion
 from metaplug.cni.convert import convert_result, result_version

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from delegates._common import require_version
+from metaplug_delegates._common import require_version
+
 from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, NOT_AVAILABLE, CniError
 from metaplug.cni.invoke import build_env, exec_plugin, find_plugin
@@ -73,7 +74,7 @@ def forward_to_ipam(verb: str) -> Handler:
 def release_and_delete_link(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     """DEL of a main plugin that made one link in the container (cni.md 11): release the IPAM allocation, then delete
     CNI_IFNAME; a missing namespace or interface is success. An IPAM failure is reported after the link is gone."""
-    from delegates import _netlink as nl
+    from metaplug_delegates import _netlink as nl
 
     ipam_error: CniError | None = None
     try:

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from delegates import CHECK_FAILED, IFNAME_EXISTS, NETLINK_FAILED
+from metaplug_delegates import CHECK_FAILED, IFNAME_EXISTS, NETLINK_FAILED
+
 from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
 
 IFF_UP = 0x1

@@ -16,7 +16,8 @@ import ipaddress
 import os
 from collections.abc import Iterator
 
-from delegates._ranges import IPAddr
+from metaplug_delegates._ranges import IPAddr
+
 from metaplug.cni.errors import IO_FAILURE, CniError
 
 LAST_RESERVED_PREFIX = "last_reserved_ip."

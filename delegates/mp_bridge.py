@@ -12,10 +12,11 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from delegates import CHECK_FAILED, IFNAME_EXISTS
-from delegates import _netlink as nl
-from delegates._common import finish, flag, positive_int, prev_result, require_version, serve, to_internal
-from delegates._ipam import exec_ipam, forward_to_ipam, ipam_type, release_and_delete_link, release_quietly
+from metaplug_delegates import CHECK_FAILED, IFNAME_EXISTS
+from metaplug_delegates import _netlink as nl
+from metaplug_delegates._common import finish, flag, positive_int, prev_result, require_version, serve, to_internal
+from metaplug_delegates._ipam import exec_ipam, forward_to_ipam, ipam_type, release_and_delete_link, release_quietly
+
 from metaplug.cni.env import CniEnv, validate_ifname
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from delegates import CHECK_FAILED
-from delegates import _netlink as nl
-from delegates._common import finish, prev_result, require_version, serve, version_only
+from metaplug_delegates import CHECK_FAILED
+from metaplug_delegates import _netlink as nl
+from metaplug_delegates._common import finish, prev_result, require_version, serve, version_only
+
 from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import CniError
 

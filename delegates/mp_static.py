@@ -11,9 +11,10 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from delegates import CHECK_FAILED
-from delegates._common import finish, prev_result, require_version, serve, version_only
-from delegates._ipamconf import dns_of, ipam_section, requested_addresses, routes_of
+from metaplug_delegates import CHECK_FAILED
+from metaplug_delegates._common import finish, prev_result, require_version, serve, version_only
+from metaplug_delegates._ipamconf import dns_of, ipam_section, requested_addresses, routes_of
+
 from metaplug.cni.env import CniEnv, parse_cni_args
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 

@@ -1,7 +1,7 @@
 """Crash-safe record of every attachment metaplug made for one container (DESIGN: "journal").
 
-Layout: `<stateDir>/<containerID>/<network>-<ifname>.json` (one journal per metaplug attachment: a container may be
-attached by several metaplug networks or ifnames) and `<stateDir>/<containerID>/<network>-<ifname>.lock`.
+Layout: `<stateDir>/<containerID>/<meta network>-<ifname>.json` (one journal per metaplug attachment: a container may be
+attached by several metaplug networks or ifnames) and `<stateDir>/<containerID>/<meta network>-<ifname>.lock`.
 A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file, fsync, rename, fsync dir).
 
 The body keeps, per attachment, the exact delegate config bytes, its ifname, CNI_ARGS, capability args, netns, its
@@ -21,10 +21,14 @@ import json
 import logging
 import os
 import time
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
+from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
+
+if TYPE_CHECKING:
+    from metaplug.cni.runtime import RuntimeConf
 
 JOURNAL_VERSION = 1
 log = logging.getLogger("metaplug.journal")
@@ -72,9 +76,11 @@ class CorruptJournal(Exception):
 
 
 class JournalKey(NamedTuple):
+    """Which journal: one per container, meta network (metaplug's own network name) and CNI_IFNAME."""
+
     state_dir: str
     container_id: str
-    network: str
+    meta_network: str
     ifname: str
 
     @property
@@ -83,11 +89,11 @@ class JournalKey(NamedTuple):
 
     @property
     def path(self) -> str:
-        return os.path.join(self.container_dir, f"{self.network}-{self.ifname}.json")
+        return os.path.join(self.container_dir, f"{self.meta_network}-{self.ifname}.json")
 
     @property
     def lock_path(self) -> str:
-        return os.path.join(self.container_dir, f"{self.network}-{self.ifname}.lock")
+        return os.path.join(self.container_dir, f"{self.meta_network}-{self.ifname}.lock")
 
 
 def read(key: JournalKey) -> dict[str, Any] | None:
@@ -199,3 +205,12 @@ def warn_dropped(key: JournalKey, attachment: dict[str, Any], error: Exception) 
         extra={"container": key.container_id, "ifname": attachment.get("ifname"),
                "network": attachment.get("network"), "error": str(error)},
     )
+
+
+def runtime_conf(body: Mapping[str, Any], attachment: Mapping[str, Any], netns: str) -> RuntimeConf:
+    """The delegate runtime's view of one recorded attachment (ADD, and DEL/CHECK/GC from the journal alone)."""
+    from metaplug.cni.runtime import RuntimeConf
+
+    return RuntimeConf(container_id=body["containerId"], netns=netns, ifname=attachment["ifname"],
+                       args=list(parse_cni_args(body.get("cniArgs", "")).items()),
+                       capability_args=dict(attachment.get("capabilityArgs") or {}))

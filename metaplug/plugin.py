@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaplug import journal
 from metaplug.cni import skel
@@ -35,7 +35,11 @@ from metaplug.cni.errors import (
     CniError,
 )
 from metaplug.config import Settings
-from metaplug.runner import runtime_conf
+
+if TYPE_CHECKING:
+    from metaplug.attach.plan import PodRef
+    from metaplug.config import MetaplugConfig
+    from metaplug.k8s.source import KubeContext
 
 log = logging.getLogger("metaplug.plugin")
 RESULT_VERSION = "1.1.0"  # attachments are merged in this shape, then converted to the request's version
@@ -57,23 +61,22 @@ def _paths(bin_dir: str, env: CniEnv) -> list[str]:
 
 
 def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
-    settings = Settings.from_raw(conf)
-    _setup(env, settings)
     from metaplug.config import load_config
 
     cfg = load_config(conf)
-    key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.name, env.ifname)
+    _setup(env, cfg.settings)
+    key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.meta_network, env.ifname)
     with journal.locked(key):
         try:
             # cni.md 36: Nomad retries ADD without DEL and kubelet may repeat it; never leak the earlier attempt.
-            _delete_recorded(key, env, settings, reason="repeated ADD")
+            _delete_recorded(key, env, reason="repeated ADD")
             return _add_locked(env, conf, cfg, key)
         finally:
             if not os.path.exists(key.path):
                 journal.remove(key)  # a failed ADD leaves nothing in stateDir
 
 
-def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: Any, key: journal.JournalKey) -> dict[str, Any]:
+def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: journal.JournalKey) -> dict[str, Any]:
     from metaplug import netns
     from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
@@ -102,7 +105,7 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: Any, key: journal.Journa
     _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
 
     body: dict[str, Any] = {
-        "containerId": env.container_id, "ifname": env.ifname, "network": cfg.name, "netns": env.netns,
+        "containerId": env.container_id, "ifname": env.ifname, "network": cfg.meta_network, "netns": env.netns,
         "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
         "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
         "attachments": [
@@ -136,7 +139,7 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: Any, key: journal.Journa
     return reply
 
 
-def _finish(env: CniEnv, conf: dict[str, Any], cfg: Any, body: dict[str, Any],
+def _finish(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, body: dict[str, Any],
             results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Default route (R13), merged result, network-status (R17-R23)."""
     from metaplug import netns
@@ -209,13 +212,13 @@ def _wait_for_readiness(path: str | None, timeout: float) -> None:
         time.sleep(0.1)
 
 
-def _kube_context(cfg: Any, pod: Any, cni_args: Mapping[str, str]) -> Any:
+def _kube_context(cfg: MetaplugConfig, pod: PodRef, cni_args: Mapping[str, str]) -> KubeContext | None:
     """The Kubernetes side of this ADD, or None when no kubeconfig is configured or the runtime names no pod."""
     if not cfg.kubeconfig or not pod.name:
         return None
     from metaplug.k8s.source import KubeContext
 
-    return KubeContext.create(cfg, pod)
+    return KubeContext.create(cfg.kubeconfig, cfg.kube_deadline, pod)
 
 
 def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> list[str]:
@@ -234,14 +237,14 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> lis
 def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     settings = Settings.from_raw(conf)
     _setup(env, settings)
-    key = journal.JournalKey(settings.state_dir, env.container_id, settings.name, env.ifname)
+    key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         if exists:
-            _delete_recorded(key, env, settings, reason="DEL")
+            _delete_recorded(key, env, reason="DEL")
     return None
 
 
-def _delete_recorded(key: journal.JournalKey, env: CniEnv, settings: Settings, *, reason: str) -> None:
+def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str) -> None:
     """DEL everything the journal records (caller holds the lock); remove the journal when all is gone."""
     try:
         body = journal.read(key)
@@ -275,7 +278,7 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, An
     for attachment in list(reversed(body["attachments"])):
         try:
             conflist = load_conflist(attachment["conflist"].encode())
-            del_network_list(conflist, runtime_conf(body, attachment, netns), body["paths"],
+            del_network_list(conflist, journal.runtime_conf(body, attachment, netns), body["paths"],
                              prev_result=attachment.get("result"), timeout=body.get("timeout"))
         except CniError as err:
             if attachment.get("state") != "added":
@@ -302,7 +305,7 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
                        f"cniVersion {conf['cniVersion']} < 0.4.0 (cni.md 12)")
     settings = Settings.from_raw(conf)
     _setup(env, settings)
-    key = journal.JournalKey(settings.state_dir, env.container_id, settings.name, env.ifname)
+    key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         try:
             body = journal.read(key) if exists else None
@@ -319,7 +322,7 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         for attachment in body["attachments"]:
             try:
                 check_network_list(load_conflist(attachment["conflist"].encode()),
-                                   runtime_conf(body, attachment, env.netns), body["paths"],
+                                   journal.runtime_conf(body, attachment, env.netns), body["paths"],
                                    prev_result=attachment.get("result"), timeout=body.get("timeout"))
             except CniError as err:
                 raise CniError(err.code, f"CHECK failed for {attachment['ifname']} ({attachment['network']})",
@@ -341,7 +344,7 @@ def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     from metaplug.config import load_config
 
     cfg = load_config(conf)
-    _setup(env, Settings.from_raw(conf))
+    _setup(env, cfg.settings)
     if cfg.readiness_indicator_file and not os.path.exists(cfg.readiness_indicator_file):
         raise CniError(NOT_AVAILABLE, "cluster network not ready",
                        f"readiness indicator file {cfg.readiness_indicator_file} does not exist (R25)")
@@ -388,7 +391,7 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         except (OSError, journal.CorruptJournal) as exc:
             errors.append(f"{path}: {exc}")
             continue
-        if body.get("network") != settings.name:
+        if body.get("network") != settings.meta_network:
             continue  # several metaplug networks may share a stateDir
         for attachment in body["attachments"]:
             conflist = load_conflist(attachment["conflist"].encode())
@@ -398,7 +401,7 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
                 name = json.loads(attachment["conflist"])["name"]
                 delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
             continue
-        key = journal.JournalKey(settings.state_dir, cid, settings.name, body["ifname"])
+        key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"])
         # cni.md 14 lets GC assume the netns is gone; when it still exists, DEL inside it so nothing is left.
         recorded = body.get("netns") or ""
         gc_env = CniEnv(command="DEL", container_id=cid, netns=recorded if os.path.exists(recorded) else "",
@@ -406,7 +409,7 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         try:
             with journal.locked(key, create=False) as exists:
                 if exists:
-                    _delete_recorded(key, gc_env, settings, reason="GC")
+                    _delete_recorded(key, gc_env, reason="GC")
         except CniError as err:
             errors.append(f"{cid}/{body['ifname']}: {err}")
     for name, (conflist, paths) in sorted(networks.items()):

@@ -10,23 +10,12 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Mapping
 from typing import Any
 
 from metaplug import journal
-from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import CniError
 
 MERGE_VERSION = "1.1.0"
-
-
-def runtime_conf(body: Mapping[str, Any], attachment: Mapping[str, Any], netns: str) -> Any:
-    """The delegate runtime's view of one recorded attachment."""
-    from metaplug.cni.chain import RuntimeConf
-
-    return RuntimeConf(container_id=body["containerId"], netns=netns, ifname=attachment["ifname"],
-                       args=list(parse_cni_args(body.get("cniArgs", "")).items()),
-                       capability_args=dict(attachment.get("capabilityArgs") or {}))
 
 
 class _Runner:
@@ -48,7 +37,7 @@ class _Runner:
         self._record(attachment, state="adding")
         conflist = json.loads(attachment["conflist"])
         try:
-            result = add_network_list(conflist, runtime_conf(self.body, attachment, self.body["netns"]),
+            result = add_network_list(conflist, journal.runtime_conf(self.body, attachment, self.body["netns"]),
                                       self.body["paths"], timeout=self.body.get("timeout"))
         except CniError as err:
             # R27: the error names the attachment that failed; the code stays the delegate's.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaplug.attach.annotations import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -23,6 +23,9 @@ from metaplug.attach.annotations import (
 )
 from metaplug.attach.resolve import ResolvedNetwork, Resolver
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
+
+if TYPE_CHECKING:
+    from metaplug.config import MetaplugConfig
 
 POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 NETWORKS_CNI_ARG = "METAPLUG_NETWORKS"
@@ -100,9 +103,9 @@ class PlanInputs:
     config_networks: str | None  # args.cni.networks of metaplug's config, or CNI_ARGS METAPLUG_NETWORKS
 
 
-def build_plan(cfg: Any, inputs: PlanInputs, resolver: Resolver,
+def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
                existing_ifnames: Callable[[], set[str]] | None = None) -> list[Attachment]:
-    """Every attachment of the ADD, validated, in order. `cfg` is a MetaplugConfig."""
+    """Every attachment of the ADD, validated, in order."""
     annotations = inputs.annotations or {}
     pod_ns = inputs.pod.namespace
 

@@ -7,6 +7,8 @@ Modules (import the one you need; this package imports nothing eagerly, to keep 
   types    pydantic models of configs, results of every version, errors (duties 16, 17, 27-29)
   convert  result conversion between versions, on plain dicts (duty 30)
   invoke   find and execute a delegate binary (duties 7, 18, 24-26)
+  runtime  RuntimeConf: what the runtime knows about one attachment (container, netns, ifname, args)
+  cache    libcni-compatible result cache (duty 35)
   chain    run a network configuration list: ADD/DEL/CHECK/STATUS/GC (duties 16-22)
 
 Nothing here may import from the rest of metaplug.

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 from metaplug.cni.errors import INVALID_ENVIRONMENT, IO_FAILURE, CniError
 
 if TYPE_CHECKING:
-    from metaplug.cni.chain import RuntimeConf
+    from metaplug.cni.runtime import RuntimeConf
 
 CACHE_KIND = "cniCacheV1"
 RESULTS_DIR = "results"

@@ -7,9 +7,13 @@ never do (they run from the journal), so they work with the API server down.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaplug.cni.errors import POD_UID_MISMATCH, CniError
+
+if TYPE_CHECKING:
+    from metaplug.attach.plan import PodRef
+    from metaplug.k8s.client import KubeClient
 
 log = logging.getLogger("metaplug.k8s")
 CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
@@ -30,22 +34,25 @@ class _ApiNads:
 
 
 class KubeContext:
-    def __init__(self, client: Any, pod: Any, deadline: float) -> None:
+    def __init__(self, client: KubeClient, pod: PodRef, deadline: float) -> None:
+        if not pod.name:
+            raise ValueError("a KubeContext serves a pod the runtime names (K8S_POD_NAME)")
         self.client = client
         self.pod = pod
+        self.pod_name: str = pod.name
         self.deadline = deadline
 
     @classmethod
-    def create(cls, cfg: Any, pod: Any) -> KubeContext:
+    def create(cls, kubeconfig: str, deadline: float, pod: PodRef) -> KubeContext:
         from metaplug.k8s.client import KubeClient
         from metaplug.k8s.kubeconfig import load_kubeconfig
 
-        creds = load_kubeconfig(cfg.kubeconfig)
-        return cls(KubeClient(creds, deadline=cfg.kube_deadline), pod, cfg.kube_deadline)
+        creds = load_kubeconfig(kubeconfig)
+        return cls(KubeClient(creds, deadline=deadline), pod, deadline)
 
     def pod_annotations(self) -> dict[str, str]:
         """The pod's annotations from the API; the pod must be the one the runtime means (K8S_POD_UID)."""
-        obj = self.client.get_pod(self.pod.namespace, self.pod.name)
+        obj = self.client.get_pod(self.pod.namespace, self.pod_name)
         meta = obj.get("metadata") or {}
         annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}
         uid = meta.get("uid")
@@ -63,9 +70,9 @@ class KubeContext:
         """R17-R23: publish network-status; a failure is logged, never fails the pod (it is already attached)."""
         self.client.reset_deadline(self.deadline)
         try:
-            self.client.publish_network_status(self.pod.namespace, self.pod.name, status)
+            self.client.publish_network_status(self.pod.namespace, self.pod_name, status)
         except CniError as err:
             log.warning("could not publish network-status", extra={"error": str(err)})
             return
         interfaces = ", ".join(f"{s['interface']} {s['ips']} from {s['name']}" for s in status)
-        self.client.post_event(self.pod.namespace, self.pod.name, "AddedInterface", f"Added interfaces {interfaces}")
+        self.client.post_event(self.pod.namespace, self.pod_name, "AddedInterface", f"Added interfaces {interfaces}")

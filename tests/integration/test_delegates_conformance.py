@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from metaplug_delegates import CHECK_FAILED, IFNAME_EXISTS, RANGE_EXHAUSTED, SUPPORTED_VERSIONS
 
-from delegates import CHECK_FAILED, IFNAME_EXISTS, RANGE_EXHAUSTED, SUPPORTED_VERSIONS
 from metaplug.cni.errors import INCOMPATIBLE_VERSION, INVALID_ENVIRONMENT, NOT_AVAILABLE
 from tests.helpers.netns import VENV_BIN, Netns, NetnsFactory, metaplug_env, run
 

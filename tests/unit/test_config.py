@@ -8,8 +8,7 @@ import sys
 import pytest
 
 from metaplug.cni.errors import CniError
-from metaplug.config import DEFAULT_STATE_DIR, Settings, load_config
-from metaplug.config_model import FIELDS
+from metaplug.config import DEFAULT_STATE_DIR, FIELDS, Settings, load_config
 
 
 def test_defaults() -> None:

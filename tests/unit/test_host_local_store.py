@@ -8,11 +8,11 @@ import os
 from pathlib import Path
 
 import pytest
+from metaplug_delegates import ADDRESS_UNAVAILABLE, RANGE_EXHAUSTED
+from metaplug_delegates._allocator import allocate
+from metaplug_delegates._ranges import RangeSet, candidates, parse_range, parse_range_set, parse_range_sets, range_for
+from metaplug_delegates._store import Store
 
-from delegates import ADDRESS_UNAVAILABLE, RANGE_EXHAUSTED
-from delegates._allocator import allocate
-from delegates._ranges import RangeSet, candidates, parse_range, parse_range_set, parse_range_sets, range_for
-from delegates._store import Store
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 
 ip = ipaddress.ip_address
