@@ -65,7 +65,7 @@ def _string(raw: dict[str, Any], keys: tuple[str, ...], default: str) -> str:
 
 class Settings(NamedTuple):
     """What every verb needs, read without pydantic. `meta_network` is metaplug's own network name (the `name` of the
-    runtime's conflist): it names the journal files and tells apart several metaplug networks sharing a stateDir."""
+    runtime's conflist): it names the journal files and tells apart several meta networks sharing a stateDir."""
 
     meta_network: str
     state_dir: str

@@ -19,12 +19,12 @@ MERGED_VERSION = "1.1.0"
 class AttachmentResult:
     """The result of one attachment of a pod.
 
-    `network_name` is the status name (`namespace/nad`, or the cluster network's conf name); `ifname` the CNI_IFNAME
+    `status_name` is the network-status name (`namespace/nad`, or the cluster conflist's name); `ifname` the CNI_IFNAME
     the attachment ran with; `is_default` marks the attachment that owns the default route (R13); `cluster` the
     cluster network (R24). `device_info` is copied into the status entry of the attachment's interface when set.
     """
 
-    network_name: str
+    status_name: str
     ifname: str
     result: dict[str, Any]
     is_default: bool
@@ -106,7 +106,7 @@ def _address(ip: dict[str, Any]) -> str:
 def _entry(
     att: AttachmentResult, ifname: str, ips: list[dict[str, Any]], iface: dict[str, Any] | None, default: bool
 ) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": att.network_name, "interface": ifname}
+    entry: dict[str, Any] = {"name": att.status_name, "interface": ifname}
     entry["ips"] = [_address(ip) for ip in ips if ip.get("address")]
     if iface is not None and iface.get("mac"):
         entry["mac"] = iface["mac"]

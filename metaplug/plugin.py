@@ -154,7 +154,7 @@ def _finish(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, body: dict[s
         results = _reassign_default_routes(results, owner, attachments[owner]["defaultRoute"])
     default_index = owner if owner is not None else 0
     merged_inputs = [
-        AttachmentResult(network_name=a["network"], ifname=a["ifname"], result=r, is_default=(i == default_index),
+        AttachmentResult(status_name=a["network"], ifname=a["ifname"], result=r, is_default=(i == default_index),
                          cluster=a["cluster"])
         for i, (a, r) in enumerate(zip(attachments, results, strict=True))
     ]
@@ -163,7 +163,7 @@ def _finish(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, body: dict[s
     if isinstance(prev, dict):  # cni.md 10: metaplug inside a chain carries prevResult forward
         from metaplug.cni.convert import convert_result
 
-        prior = AttachmentResult(network_name="prevResult", ifname="", result=convert_result(prev, RESULT_VERSION),
+        prior = AttachmentResult(status_name="prevResult", ifname="", result=convert_result(prev, RESULT_VERSION),
                                  is_default=True, cluster=False)
         merged = merge_results([prior, *merged_inputs])
     body["primaryResult"] = primary_result(merged_inputs)
@@ -382,7 +382,7 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         return None
     valid = {(v.get("containerID"), v.get("ifname")) for v in valid_list if isinstance(v, dict)}
     errors: list[str] = []
-    networks: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    conflists: dict[str, tuple[dict[str, Any], list[str]]] = {}  # every delegate conflist recorded, by its name
     delegate_valid: dict[str, list[dict[str, str]]] = {}
     for cid, path in journal.list_journals(settings.state_dir):
         try:
@@ -392,10 +392,10 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
             errors.append(f"{path}: {exc}")
             continue
         if body.get("network") != settings.meta_network:
-            continue  # several metaplug networks may share a stateDir
+            continue  # several meta networks may share a stateDir
         for attachment in body["attachments"]:
             conflist = load_conflist(attachment["conflist"].encode())
-            networks[conflist["name"]] = (conflist, body["paths"])
+            conflists[conflist["name"]] = (conflist, body["paths"])
         if (cid, body.get("ifname")) in valid:
             for attachment in body["attachments"]:
                 name = json.loads(attachment["conflist"])["name"]
@@ -412,7 +412,7 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
                     _delete_recorded(key, gc_env, reason="GC")
         except CniError as err:
             errors.append(f"{cid}/{body['ifname']}: {err}")
-    for name, (conflist, paths) in sorted(networks.items()):
+    for name, (conflist, paths) in sorted(conflists.items()):
         try:
             gc_network_list(conflist, _paths(settings.bin_dir, env) if env.path else paths,
                             delegate_valid.get(name, []), timeout=settings.delegate_timeout)

@@ -303,7 +303,7 @@ def _call(
         body.update(extra)
     env = build_env(command, container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname, args=rt.cni_args(),
                     paths=paths, base=base_env)
-    log.debug("%s %s (network %s, ifname %s)", command, plugin["type"], conf["name"], rt.ifname)
+    log.debug("%s %s (conflist %s, ifname %s)", command, plugin["type"], conf["name"], rt.ifname)
     return exec_plugin(path, json.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout)
 
 

@@ -28,7 +28,7 @@ def iface(name: str, mac: str = "", sandbox: str = SANDBOX, mtu: int | None = No
 def cluster() -> AttachmentResult:
     """A bridge-like result: host veth (no sandbox) first, pod eth0 second, as the bridge plugin returns it."""
     return AttachmentResult(
-        network_name="cluster-net",
+        status_name="cluster-net",
         ifname="eth0",
         is_default=True,
         cluster=True,
@@ -47,7 +47,7 @@ def cluster() -> AttachmentResult:
 
 def secondary(name: str = "pods/macvlan", ifname: str = "net1", default: bool = False) -> AttachmentResult:
     return AttachmentResult(
-        network_name=name,
+        status_name=name,
         ifname=ifname,
         is_default=default,
         cluster=False,
@@ -234,7 +234,7 @@ def test_r20_only_one_default_even_if_several_claim_it() -> None:
 
 def test_r20_default_on_interface_named_ifname_when_several_sandbox_interfaces() -> None:
     att = AttachmentResult(
-        network_name="pods/multi",
+        status_name="pods/multi",
         ifname="net1",
         is_default=True,
         cluster=True,
@@ -263,7 +263,7 @@ def test_r19_ips_without_matching_index_not_listed_on_sandbox_interface() -> Non
 
 def test_r17_result_without_sandbox_interface_gets_one_entry() -> None:
     ipam_only = AttachmentResult(
-        network_name="pods/ipam",
+        status_name="pods/ipam",
         ifname="net3",
         is_default=False,
         cluster=False,
