@@ -23,13 +23,10 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
-
-if TYPE_CHECKING:
-    from metaplug.cni.runtime import RuntimeConf
 
 JOURNAL_VERSION = 1
 log = logging.getLogger("metaplug.journal")
@@ -37,48 +34,52 @@ log = logging.getLogger("metaplug.journal")
 # ---------------------------------------------------------------- the records (an on-disk contract)
 # The keys below are what version 1 journals hold on disk: rename none of them and add none without a new
 # JOURNAL_VERSION and a reader for the old shape (DESIGN "Records are typed"). The camelCase keys are the disk's.
+# Defined for the type checker only (import them under TYPE_CHECKING): at run time a record is the plain dict that
+# json gives, and creating these classes would cost every CNI call ~0.1 ms.
 
-AttachmentState = Literal["planned", "adding", "added"]
+if TYPE_CHECKING:
+    from typing import Literal, NotRequired, TypedDict
 
+    from metaplug.cni.runtime import RuntimeConf
 
-class PodRecord(TypedDict):
-    """The pod from CNI_ARGS (cni.md 33); name and uid are None when the runtime sent none."""
+    AttachmentState = Literal["planned", "adding", "added"]
 
-    namespace: str
-    name: str | None
-    uid: str | None
+    class PodRecord(TypedDict):
+        """The pod from CNI_ARGS (cni.md 33); name and uid are None when the runtime sent none."""
 
+        namespace: str
+        name: str | None
+        uid: str | None
 
-class AttachmentRecord(TypedDict):
-    """One attachment of the container: one delegate conflist run with one ifname."""
+    class AttachmentRecord(TypedDict):
+        """One attachment of the container: one delegate conflist run with one ifname."""
 
-    ifname: str  # its CNI_IFNAME (eth0 for the cluster network, then net1... or the element's `interface`)
-    network: str  # its status name: "<namespace>/<nad>", or the cluster conflist's name
-    cluster: bool  # the cluster network (R24), always the first attachment
-    defaultRoute: list[str]  # R13 gateways when this attachment owns the pod's default route, else []
-    conflist: str  # the exact conflist JSON the delegates got at ADD (DEL and CHECK replay it, never re-resolve)
-    capabilityArgs: dict[str, Any]  # runtimeConfig values offered to the conflist's plugins (duty 18, R30)
-    state: AttachmentState  # "planned" (not started), "adding" (delegate ADD running), "added" (result below)
-    result: dict[str, Any] | None  # the conflist's final ADD result in its own cniVersion; None until "added"
+        ifname: str  # its CNI_IFNAME (eth0 for the cluster network, then net1... or the element's `interface`)
+        network: str  # its status name: "<namespace>/<nad>", or the cluster conflist's name
+        cluster: bool  # the cluster network (R24), always the first attachment
+        defaultRoute: list[str]  # R13 gateways when this attachment owns the pod's default route, else []
+        conflist: str  # the exact conflist JSON the delegates got at ADD (DEL and CHECK replay it, never re-resolve)
+        capabilityArgs: dict[str, Any]  # runtimeConfig values offered to the conflist's plugins (duty 18, R30)
+        state: AttachmentState  # "planned" (not started), "adding" (delegate ADD running), "added" (result below)
+        result: dict[str, Any] | None  # the conflist's final ADD result in its own cniVersion; None until "added"
 
+    class JournalRecord(TypedDict):
+        """Everything metaplug made for one container + meta network + CNI_IFNAME (the journal file's `body`)."""
 
-class JournalRecord(TypedDict):
-    """Everything metaplug made for one container + meta network + CNI_IFNAME (the journal file's `body`)."""
-
-    version: NotRequired[int]  # JOURNAL_VERSION; `write` sets it
-    containerId: str  # CNI_CONTAINERID
-    ifname: str  # CNI_IFNAME of the ADD (the cluster attachment's ifname)
-    network: str  # the meta network: metaplug's own conflist name (also in the file name)
-    netns: str  # CNI_NETNS of the ADD (GC deletes inside it when it still exists)
-    cniArgs: str  # CNI_ARGS of the ADD, replayed to every delegate call
-    paths: list[str]  # the plugin search path of the ADD: binDir, then CNI_PATH
-    timeout: float  # delegateTimeout in seconds, per delegate call
-    requestVersion: str  # the cniVersion the runtime asked for
-    pod: PodRecord
-    attachments: list[AttachmentRecord]  # in plan order; DEL walks them in reverse
-    primaryResult: NotRequired[dict[str, Any]]  # the cluster attachment's result alone (`"result": "primary"`)
-    status: NotRequired[list[dict[str, Any]]]  # network-status entries (R17-R23), once ADD completed
-    result: NotRequired[dict[str, Any]]  # the merged 1.1.0 result (CHECK compares the container against it)
+        version: NotRequired[int]  # JOURNAL_VERSION; `write` sets it
+        containerId: str  # CNI_CONTAINERID
+        ifname: str  # CNI_IFNAME of the ADD (the cluster attachment's ifname)
+        network: str  # the meta network: metaplug's own conflist name (also in the file name)
+        netns: str  # CNI_NETNS of the ADD (GC deletes inside it when it still exists)
+        cniArgs: str  # CNI_ARGS of the ADD, replayed to every delegate call
+        paths: list[str]  # the plugin search path of the ADD: binDir, then CNI_PATH
+        timeout: float  # delegateTimeout in seconds, per delegate call
+        requestVersion: str  # the cniVersion the runtime asked for
+        pod: PodRecord
+        attachments: list[AttachmentRecord]  # in plan order; DEL walks them in reverse
+        primaryResult: NotRequired[dict[str, Any]]  # the cluster attachment's result alone (`"result": "primary"`)
+        status: NotRequired[list[dict[str, Any]]]  # network-status entries (R17-R23), once ADD completed
+        result: NotRequired[dict[str, Any]]  # the merged 1.1.0 result (CHECK compares the container against it)
 
 
 def _fsync_dir(path: str) -> None:

@@ -34,11 +34,10 @@ from metaplug.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
-from metaplug.config import Settings
 
 if TYPE_CHECKING:
     from metaplug.attach.plan import PodRef
-    from metaplug.config import MetaplugConfig
+    from metaplug.config import MetaplugConfig, Settings
     from metaplug.k8s.source import KubeContext
 
 log = logging.getLogger("metaplug.plugin")
@@ -50,6 +49,15 @@ def _setup(env: CniEnv, settings: Settings) -> None:
 
     mplog.configure(settings.log_level, settings.log_file,
                     {"verb": env.command, "container": env.container_id, "ifname": env.ifname})
+
+
+def _journal_verb_setup(env: CniEnv, conf: dict[str, Any]) -> Settings:
+    """DEL, CHECK, GC: the lean view of the configuration (no pydantic), logging configured."""
+    from metaplug.config import Settings
+
+    settings = Settings.from_raw(conf)
+    _setup(env, settings)
+    return settings
 
 
 def _paths(bin_dir: str, env: CniEnv) -> list[str]:
@@ -235,8 +243,7 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> lis
 
 
 def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
-    settings = Settings.from_raw(conf)
-    _setup(env, settings)
+    settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         if exists:
@@ -303,8 +310,7 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     if not at_least(conf["cniVersion"], "0.4.0"):
         raise CniError(INCOMPATIBLE_VERSION, "config version does not allow CHECK",
                        f"cniVersion {conf['cniVersion']} < 0.4.0 (cni.md 12)")
-    settings = Settings.from_raw(conf)
-    _setup(env, settings)
+    settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         try:
@@ -372,8 +378,7 @@ def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
 def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     from metaplug.cni.chain import gc_network_list, load_conflist
 
-    settings = Settings.from_raw(conf)
-    _setup(env, settings)
+    settings = _journal_verb_setup(env, conf)
     valid_list = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments"))
     if not isinstance(valid_list, list):
         # Without the list every attachment would look stale; deleting them all on a runtime's mistake is worse
