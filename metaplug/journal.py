@@ -33,7 +33,7 @@ log = logging.getLogger("metaplug.journal")
 
 # ---------------------------------------------------------------- the records (an on-disk contract)
 # The keys below are what version 1 journals hold on disk: rename none of them and add none without a new
-# JOURNAL_VERSION and a reader for the old shape (DESIGN "Records are typed"). The camelCase keys are the disk's.
+# JOURNAL_VERSION and a reader for the old shape (DESIGN.md says so of every record). The camelCase keys are the disk's.
 # Defined for the type checker only (import them under TYPE_CHECKING): at run time a record is the plain dict that
 # json gives, and creating these classes would cost every CNI call ~0.1 ms.
 

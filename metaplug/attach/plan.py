@@ -21,7 +21,7 @@ from metaplug.attach.annotations import (
     parse_networks_annotation,
     validate_default_route_owner,
 )
-from metaplug.attach.resolve import ResolvedConflist, Resolver
+from metaplug.attach.resolve import ResolvedNetwork, Resolver
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
                        # R30: the runtime's runtimeConfig goes to the cluster network only.
                        capability_args=dict(inputs.runtime_config), cluster=True)]
 
-    secondaries: list[tuple[ResolvedConflist, SelectionElement | None]] = []
+    secondaries: list[tuple[ResolvedNetwork, SelectionElement | None]] = []
     if pod_ns not in cfg.system_namespaces:
         for ref in cfg.default_networks:
             namespace, _, name = ref.rpartition("/")

@@ -29,7 +29,7 @@ class NadSource(Protocol):
 
 
 @dataclass(frozen=True)
-class ResolvedConflist:
+class ResolvedNetwork:
     status_name: str  # the network-status name: "<namespace>/<nad>" or the cluster conf's name
     conflist: dict[str, Any]  # normalized network configuration list (cni.chain.load_conflist)
     source: str  # where it came from, for messages
@@ -106,7 +106,7 @@ class Resolver:
                 return _load(raw, path)
         return None
 
-    def cluster_network(self, spec: str, network_namespace: str) -> ResolvedConflist:
+    def cluster_network(self, spec: str, network_namespace: str) -> ResolvedNetwork:
         """`clusterNetwork`: a file path, a directory (first conf), a conf name in confDir, or a NAD `ns/name`."""
         if spec.startswith("/"):
             if os.path.isdir(spec):
@@ -114,18 +114,18 @@ class Resolver:
                 if not files:
                     raise CniError(INVALID_NETWORK_CONFIG, "no CNI configuration found", f"clusterNetwork dir {spec}")
                 conflist = load_conf_file(files[0])
-                return ResolvedConflist(conflist["name"], conflist, files[0])
+                return ResolvedNetwork(conflist["name"], conflist, files[0])
             conflist = load_conf_file(spec)
-            return ResolvedConflist(conflist["name"], conflist, spec)
+            return ResolvedNetwork(conflist["name"], conflist, spec)
         if "/" in spec:
             namespace, _, name = spec.partition("/")
             return self.nad(namespace, name, pod_namespace=namespace, what="clusterNetwork")
         by_name = self.conf_by_name(spec)
         if by_name is not None:
-            return ResolvedConflist(spec, by_name, f"{self.conf_dir} (name {spec})")
+            return ResolvedNetwork(spec, by_name, f"{self.conf_dir} (name {spec})")
         return self.nad(network_namespace, spec, pod_namespace=network_namespace, what="clusterNetwork")
 
-    def nad(self, namespace: str, name: str, *, pod_namespace: str, what: str) -> ResolvedConflist:
+    def nad(self, namespace: str, name: str, *, pod_namespace: str, what: str) -> ResolvedNetwork:
         """A NAD's delegate list (R1-R3), enforcing namespace isolation (R29)."""
         for label, value in (("namespace", namespace), ("name", name)):
             if not NAME_RE.match(value):
@@ -155,7 +155,7 @@ class Resolver:
                 raise CniError(INVALID_NETWORK_CONFIG, "NetworkAttachmentDefinition has no config",
                                f"{what}: {status_name} has an empty spec.config and no conf named {name!r} "
                                f"exists in {self.conf_dir}")
-            return ResolvedConflist(status_name, fallback, f"{self.conf_dir} (R2 fallback for {status_name})")
+            return ResolvedNetwork(status_name, fallback, f"{self.conf_dir} (R2 fallback for {status_name})")
         if not isinstance(config, str):
             raise CniError(INVALID_NETWORK_CONFIG, "invalid NetworkAttachmentDefinition",
                            f"{what}: {status_name} spec.config must be a JSON string")
@@ -168,9 +168,9 @@ class Resolver:
             raise CniError(INVALID_NETWORK_CONFIG, "invalid NetworkAttachmentDefinition",
                            f"{what}: {status_name} spec.config must be a JSON object")
         raw.setdefault("name", name)  # R3
-        return ResolvedConflist(status_name, _load(raw, f"NetworkAttachmentDefinition {status_name}"), status_name)
+        return ResolvedNetwork(status_name, _load(raw, f"NetworkAttachmentDefinition {status_name}"), status_name)
 
-    def inline(self, delegate: dict[str, Any], index: int) -> ResolvedConflist:
+    def inline(self, delegate: dict[str, Any], index: int) -> ResolvedNetwork:
         """A network config given inline in metaplug's `delegates` list."""
         conflist = _load(delegate, f"delegates[{index}]")
-        return ResolvedConflist(conflist["name"], conflist, f"delegates[{index}]")
+        return ResolvedNetwork(conflist["name"], conflist, f"delegates[{index}]")
