@@ -99,7 +99,7 @@ def serve_http(host: str, port: int, metrics: Metrics, healthy: Probe, ready: Pr
             self.wfile.write(body)
 
         def log_message(self, format: str, *args: object) -> None:
-            log.debug("http " + format, *args)
+            pass  # probes every few seconds are not worth a log line
 
     server = ThreadingHTTPServer((host, port), Handler)
     server.daemon_threads = True

@@ -16,6 +16,7 @@ one mode is checked and deleted in the other. What the daemon adds:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import os
@@ -296,7 +297,8 @@ class Daemon:
     def _run(self, request: Request) -> Response:
         stdin, conf = merged_stdin(self.cfg.defaults, request.stdin)
         self._note(conf)
-        status, out, err = plugin.run(request.env, stdin)
+        # in a copy of the context: the call's log context (log.configure) ends with the call
+        status, out, err = contextvars.copy_context().run(plugin.run, request.env, stdin)
         return Response(status, out.encode(), err.encode())
 
     def _note(self, conf: dict[str, Any]) -> None:
@@ -364,8 +366,9 @@ class Daemon:
         if not (defaults.get("clusterNetwork") or defaults.get("delegates")):
             return True, "no cluster network in the daemon's config"
         conf = {"cniVersion": CURRENT_VERSION, "name": "metaplug", **defaults}
+        # the delegates are searched in binDir, then in the daemon's own CNI_PATH
         env = {"CNI_COMMAND": "STATUS", "CNI_PATH": os.environ.get("CNI_PATH", "")}
-        status, out, _ = plugin.run(env, json.dumps(conf).encode())
+        status, out, _ = contextvars.copy_context().run(plugin.run, env, json.dumps(conf).encode())
         if status == 0:
             return True, "ok"
         try:

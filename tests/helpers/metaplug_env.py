@@ -56,8 +56,10 @@ def mode(request: pytest.FixtureRequest) -> str:
 class Daemon:
     """`metaplug daemon` inside the test's node namespace; ended by its PID (SIGTERM, then SIGKILL)."""
 
-    def __init__(self, node: Netns, directory: Path, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, node: Netns, directory: Path, config: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.node = node
+        self.env = metaplug_env(env)
         self.dir = directory
         self.config = {"socketPath": str(directory / "run" / "mp.sock"), "logLevel": "debug", **(config or {})}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -85,7 +87,7 @@ class Daemon:
             self.proc = subprocess.Popen(  # `ip netns exec` execs the daemon: this PID is the daemon's
                 ["ip", "netns", "exec", self.node.name, str(VENV_BIN / "metaplug"), "daemon",
                  "--config", str(self.dir / "daemon.json")],
-                stdout=out, stderr=subprocess.STDOUT, env=metaplug_env())
+                stdout=out, stderr=subprocess.STDOUT, env=self.env)
         self.exit_code = None
         if wait:
             self.wait_serving()
@@ -220,7 +222,8 @@ class MetaplugWorld:
     # ---- calls --------------------------------------------------------------------------------------------
     def start_daemon(self, **config: Any) -> Daemon:
         """A daemon in the node namespace sharing this world's stateDir; later calls go through the shim."""
-        self.daemon = Daemon(self.node, self.tmp / "d", {"stateDir": str(self.state_dir), **config}).start()
+        self.daemon = Daemon(self.node, self.tmp / "d", {"stateDir": str(self.state_dir), **config},
+                             env={"CNI_PATH": self.cni_path}).start()
         self.mode = "daemon"
         return self.daemon
 
