@@ -32,6 +32,7 @@ from typing import Any
 from metaplug import plugin
 from metaplug.cni import invoke
 from metaplug.cni.errors import TRY_AGAIN_LATER, CniError
+from metaplug.cni.skel import INTERNAL_ERROR
 from metaplug.cni.version import CURRENT_VERSION
 from metaplug.config import DEFAULT_STATE_DIR
 from metaplug.daemon.config import SHUTDOWN_TIMEOUT, WAIT_TIMEOUT, ConfigError, DaemonConfig, load, merged_stdin
@@ -240,7 +241,12 @@ class Daemon:
                 log.warning("bad request on the socket", extra={"error": str(exc)})
                 return
             conn.settimeout(None)
-            response = self.call(request)
+            try:
+                response = self.call(request)
+            except Exception as exc:  # a bug here must still answer the runtime with a CNI error (cni.md 32)
+                log.exception("daemon failed to serve a call")
+                response = self._error(request, CniError(INTERNAL_ERROR, "internal error in metaplug daemon",
+                                                         f"{type(exc).__name__}: {exc}"))
             try:
                 conn.sendall(encode_response(response))
             except OSError as exc:
@@ -312,13 +318,17 @@ class Daemon:
                         "the daemon's config", extra={"spoolDir": spool_dir, "replayed": self.cfg.spool_dir})
 
     def _busy(self, request: Request) -> Response:
+        return self._error(request, CniError(
+            TRY_AGAIN_LATER, "metaplug daemon busy, try again later",
+            f"no free call slot within {WAIT_TIMEOUT:g} s (maxConcurrentCalls {self.cfg.max_concurrent_calls})"))
+
+    @staticmethod
+    def _error(request: Request, err: CniError) -> Response:
+        """`err` as the call's answer, in the request's cniVersion when it has one."""
         try:
             version = json.loads(request.stdin).get("cniVersion") or CURRENT_VERSION
         except (ValueError, AttributeError):
             version = CURRENT_VERSION
-        err = CniError(TRY_AGAIN_LATER, "metaplug daemon busy, try again later",
-                       f"no free call slot within {WAIT_TIMEOUT:g} s (maxConcurrentCalls "
-                       f"{self.cfg.max_concurrent_calls})")
         return Response(1, (json.dumps(err.to_dict(str(version))) + "\n").encode(), b"")
 
     # ------------------------------------------------------------------------------------------ spool + readiness
