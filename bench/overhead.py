@@ -141,31 +141,39 @@ def _delegate_stdin(network: Mapping[str, Any], conf: Mapping[str, Any], prev: A
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def direct(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
-    """The same delegate calls a runtime would make for the three lists itself; nanoseconds per verb."""
-    nets = plan["direct"]
+def direct_add(plan: Mapping[str, Any], cid: str) -> dict[str, Any]:
+    """ADD of the three lists as a runtime would make it itself: list after list, plugin after plugin, each getting
+    the previous result. Returns each list's final result by ifname."""
     results: dict[str, Any] = {}
-    times: dict[str, int] = {}
-    t0 = time.perf_counter_ns()
-    for net in nets:  # ADD: list after list, plugin after plugin, each getting the previous result
+    for net in plan["direct"]:
         prev = None
         for plugin in net["plugins"]:
             prev = json.loads(call([plugin["path"]], cni_env(plan, "ADD", cid, net["ifname"]),
                                    _delegate_stdin(net, plugin["conf"], prev)))
         results[net["ifname"]] = prev
-    times["ADD"] = time.perf_counter_ns() - t0
-    t0 = time.perf_counter_ns()
+    return results
+
+
+def direct_verb(plan: Mapping[str, Any], cid: str, verb: str, results: Mapping[str, Any]) -> None:
+    """CHECK in order, or DEL with lists and plugins in reverse (cni.md 20), each with the final ADD result."""
+    nets = plan["direct"] if verb == "CHECK" else list(reversed(plan["direct"]))
     for net in nets:
-        for plugin in net["plugins"]:
-            call([plugin["path"]], cni_env(plan, "CHECK", cid, net["ifname"]),
+        plugins = net["plugins"] if verb == "CHECK" else list(reversed(net["plugins"]))
+        for plugin in plugins:
+            call([plugin["path"]], cni_env(plan, verb, cid, net["ifname"]),
                  _delegate_stdin(net, plugin["conf"], results[net["ifname"]]))
-    times["CHECK"] = time.perf_counter_ns() - t0
+
+
+def direct(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
+    """The same delegate calls a runtime would make for the three lists itself; nanoseconds per verb."""
+    times: dict[str, int] = {}
     t0 = time.perf_counter_ns()
-    for net in reversed(nets):  # DEL: lists and plugins in reverse, with the final ADD result (cni.md 20)
-        for plugin in reversed(net["plugins"]):
-            call([plugin["path"]], cni_env(plan, "DEL", cid, net["ifname"]),
-                 _delegate_stdin(net, plugin["conf"], results[net["ifname"]]))
-    times["DEL"] = time.perf_counter_ns() - t0
+    results = direct_add(plan, cid)
+    times["ADD"] = time.perf_counter_ns() - t0
+    for verb in ("CHECK", "DEL"):
+        t0 = time.perf_counter_ns()
+        direct_verb(plan, cid, verb, results)
+        times[verb] = time.perf_counter_ns() - t0
     return times
 
 
@@ -234,9 +242,11 @@ def markdown(rep: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_driver(node: str, plan_file: Path) -> dict[str, Any]:
-    """Start the driver inside the node namespace, in its own session so that it can be stopped as a whole."""
-    argv = ["ip", "netns", "exec", node, sys.executable, str(Path(__file__).resolve()), "--driver", str(plan_file)]
+def run_driver(node: str, plan_file: Path, script: Path | None = None) -> dict[str, Any]:
+    """Start the driver (`script --driver PLAN`, default this file) inside the node namespace, in its own session so
+    that it can be stopped as a whole."""
+    argv = ["ip", "netns", "exec", node, sys.executable, str(script or Path(__file__).resolve()), "--driver",
+            str(plan_file)]
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         out, err = proc.communicate()

@@ -1,5 +1,5 @@
-"""The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `state`, `install`, `uninstall`,
-`version`."""
+"""The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `daemon`, `state`, `install`,
+`uninstall`, `version`."""
 
 from __future__ import annotations
 
@@ -18,6 +18,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the namespaces and files (prints how to remove them)")
     demo.add_argument("--reference", action="store_true",
                       help="use the reference plugins (/usr/lib/cni, /opt/cni/bin) instead of the bundled mp-* ones")
+    daemon = sub.add_parser("daemon", help="serve CNI calls from metaplug-shim on a unix socket (daemon mode)")
+    daemon.add_argument("--config", required=True, metavar="FILE",
+                        help="JSON: metaplug's conflist keys (the defaults of every call) plus socketPath, spoolDir, "
+                             "metricsAddress, maxConcurrentCalls")
     sub.add_parser("version", help="print metaplug's version and the CNI versions it supports")
     from metaplug import inspect_state, install
 
@@ -38,6 +42,10 @@ def main(argv: list[str]) -> int:
         from metaplug.demo import run_demo
 
         return run_demo(keep=args.keep, reference=args.reference)
+    if args.command == "daemon":
+        from metaplug.daemon.server import run_cli
+
+        return run_cli(args.config)
     handler = getattr(args, "handler", None)
     if handler is None:
         print(f"unknown command {args.command}", file=sys.stderr)

@@ -5,16 +5,22 @@ stdout belongs to the CNI protocol (exactly one JSON document, cni.md 32), so no
 
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
 LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "panic": logging.CRITICAL}
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
-_configured = False
+_context: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("metaplug_log_context",
+                                                                                  default=None)
+_lock = threading.Lock()
+_installed: tuple[str, str | None] | None = None  # (level, logFile) of the handlers in place
+_pinned = False
 
 
 class JsonLines(logging.Formatter):
@@ -36,13 +42,33 @@ class JsonLines(logging.Formatter):
 
 
 def configure(level: str = "warning", log_file: str | None = None, context: dict[str, Any] | None = None) -> None:
-    """Set up the `metaplug` loggers once per process. `context` (container ID, verb) is added to every line."""
-    global _configured
+    """Set up the `metaplug` loggers for one call. `context` (container ID, verb) is added to every line it logs.
+
+    The context lives in a contextvar, so concurrent calls in one process (the daemon's threads) each log their own.
+    Once `pin` was called (the daemon), the handlers stay as pinned and only the context changes.
+    """
+    _context.set(dict(context) if context else None)
+    with _lock:
+        if _pinned or _installed == (level, log_file):
+            return
+        _install(level, log_file)
+
+
+def pin(level: str = "info", log_file: str | None = None) -> None:
+    """Install the handlers once for a long-running process; later `configure` calls only set their call's context."""
+    global _pinned
+    with _lock:
+        _install(level, log_file)
+        _pinned = True
+
+
+def _install(level: str, log_file: str | None) -> None:
+    global _installed
     root = logging.getLogger("metaplug")
-    if _configured:
-        for handler in list(root.handlers):
-            root.removeHandler(handler)
-    _configured = True
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    _installed = (level, log_file)
     root.setLevel(LEVELS.get(level, logging.WARNING))
     root.propagate = False
     formatter = JsonLines()
@@ -54,18 +80,15 @@ def configure(level: str = "warning", log_file: str | None = None, context: dict
             sys.stderr.write(json.dumps({"level": "error", "msg": f"cannot open logFile {log_file}: {exc}"}) + "\n")
     for handler in handlers:
         handler.setFormatter(formatter)
-        if context:
-            handler.addFilter(_ContextFilter(context))
+        handler.addFilter(_ContextFilter())
         root.addHandler(handler)
 
 
 class _ContextFilter(logging.Filter):
-    def __init__(self, context: dict[str, Any]) -> None:
-        super().__init__()
-        self.context = context
+    """Adds the current call's context to each record (fields the record sets itself win)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        for key, value in self.context.items():
+        for key, value in (_context.get() or {}).items():
             if not hasattr(record, key):
                 setattr(record, key, value)
         return True

@@ -56,10 +56,11 @@ def run_attachments(key: journal.JournalKey, body: dict[str, Any], *, parallel: 
     if not parallel or count <= 2:
         results.extend(runner.run_one(i) for i in range(1, count))
         return results
+    import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, count - 1)) as pool:
-        futures = [pool.submit(runner.run_one, i) for i in range(1, count)]
+    with ThreadPoolExecutor(max_workers=min(8, count - 1)) as pool:  # each worker logs with this call's context
+        futures = [pool.submit(contextvars.copy_context().run, runner.run_one, i) for i in range(1, count)]
         outcomes: list[dict[str, Any] | BaseException] = []
         for future in futures:
             exc = future.exception()

@@ -16,7 +16,7 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from metaplug.cni.errors import (
@@ -34,6 +34,11 @@ ETXTBSY_FIRST_DELAY = 0.05  # seconds, doubled each retry (0.05 .. 0.8, about 1.
 SNIPPET = 400  # characters of a delegate's output quoted in an error
 PROBE_VERSION = "1.1.0"  # duty 26: the version sent on stdin when probing
 _UNKNOWN_VERSION_CMD = "unknown CNI_COMMAND: VERSION"
+
+# Whoever wants to watch delegate calls (the daemon's metrics) appends here: (plugin name, CNI_COMMAND, seconds, the
+# CniError of a failed call or None). Nothing is measured while the list is empty (thin mode).
+CallObserver = Callable[[str, str, float, "CniError | None"], None]
+call_observers: list[CallObserver] = []
 
 
 def find_plugin(plugin_type: str, paths: Sequence[str]) -> str:
@@ -108,6 +113,22 @@ def exec_plugin(
     Timeout: the whole process group is killed and DELEGATE_TIMEOUT (100) raised. A result without cniVersion is
     returned as is; the caller fills it in (duty 25).
     """
+    if not call_observers:
+        return _exec(plugin_path, stdin, env, timeout)
+    started = time.monotonic()
+    failure: CniError | None = None
+    try:
+        return _exec(plugin_path, stdin, env, timeout)
+    except CniError as err:
+        failure = err
+        raise
+    finally:
+        seconds = time.monotonic() - started
+        for observe in call_observers:
+            observe(os.path.basename(plugin_path), env.get("CNI_COMMAND", "?"), seconds, failure)
+
+
+def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> dict[str, Any] | None:
     name = os.path.basename(plugin_path)
     command = env.get("CNI_COMMAND", "?")
     proc = _spawn(plugin_path, env)

@@ -1,17 +1,31 @@
 """A throw-away world for metaplug integration tests: a node namespace with a veth uplink, pod namespaces, and
 temp dirs for confDir (local NAD files), stateDir and IPAM data. `MetaplugWorld.call` runs metaplug inside the node
-namespace exactly as a container runtime would: CNI_* env + the plugin config on stdin."""
+namespace exactly as a container runtime would: CNI_* env + the plugin config on stdin.
+
+Two modes (DESIGN: "Two modes, one core"): `thin` execs the metaplug console script per call; `daemon` execs the
+static metaplug-shim, which forwards to a `metaplug daemon` running inside the same node namespace (`Daemon`, with
+its socket, spool and log in the test's temp dir). Tests that take the `mode` fixture run in both.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.helpers.netns import VENV_BIN, Netns, NetnsFactory, run
+import pytest
+
+from tests.helpers.netns import VENV_BIN, Netns, NetnsFactory, metaplug_env, run
 
 REFERENCE = "/usr/lib/cni"
 
@@ -27,6 +41,118 @@ class CallResult:
         return json.loads(self.stdout)
 
 
+SHIM = VENV_BIN / "metaplug-shim"
+MODES = ("thin", "daemon")
+
+
+@pytest.fixture(params=MODES)
+def mode(request: pytest.FixtureRequest) -> str:
+    """thin: one metaplug process per call; daemon: metaplug-shim -> `metaplug daemon` (the world starts it)."""
+    if request.param == "daemon" and not SHIM.exists():
+        pytest.skip("metaplug-shim not built (bash .ci/setup)")
+    return str(request.param)
+
+
+class Daemon:
+    """`metaplug daemon` inside the test's node namespace; ended by its PID (SIGTERM, then SIGKILL)."""
+
+    def __init__(self, node: Netns, directory: Path, config: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        self.node = node
+        self.env = metaplug_env(env)
+        self.dir = directory
+        self.config = {"socketPath": str(directory / "run" / "mp.sock"), "logLevel": "debug", **(config or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.exit_code: int | None = None
+
+    @property
+    def socket_path(self) -> Path:
+        return Path(self.config["socketPath"])
+
+    @property
+    def spool_dir(self) -> Path:
+        return Path(self.config.get("spoolDir") or self.socket_path.parent / "spool")
+
+    @property
+    def log_path(self) -> Path:
+        return self.dir / "daemon.out"
+
+    def log(self) -> str:
+        return self.log_path.read_text() if self.log_path.exists() else ""
+
+    def start(self, *, wait: bool = True) -> Daemon:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "daemon.json").write_text(json.dumps(self.config))
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(  # `ip netns exec` execs the daemon: this PID is the daemon's
+                ["ip", "netns", "exec", self.node.name, str(VENV_BIN / "metaplug"), "daemon",
+                 "--config", str(self.dir / "daemon.json")],
+                stdout=out, stderr=subprocess.STDOUT, env=self.env)
+        self.exit_code = None
+        if wait:
+            self.wait_serving()
+        return self
+
+    def wait_serving(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"daemon exited {self.proc.returncode}: {self.log()}")
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                try:
+                    probe.connect(str(self.socket_path))
+                    return
+                except OSError:
+                    time.sleep(0.05)
+        raise AssertionError(f"daemon did not listen on {self.socket_path}: {self.log()}")
+
+    def http(self, path: str) -> tuple[int, str]:
+        """GET on the daemon's metrics address (127.0.0.1:9091 of the node namespace)."""
+        from metaplug.netns import run_in_netns
+
+        address = self.config.get("metricsAddress", "127.0.0.1:9091")
+
+        def get() -> tuple[int, str]:
+            try:
+                with urllib.request.urlopen(f"http://{address}{path}", timeout=5) as reply:
+                    return reply.status, reply.read().decode()
+            except urllib.error.HTTPError as err:
+                return err.code, err.read().decode()
+
+        return run_in_netns(self.node.path, get)
+
+    def wait_ready(self, timeout: float = 30) -> str:
+        deadline = time.monotonic() + timeout
+        status, body = 0, ""
+        while time.monotonic() < deadline:
+            try:
+                status, body = self.http("/readyz")
+            except OSError:
+                status = 0
+            if status == 200:
+                return body
+            time.sleep(0.05)
+        raise AssertionError(f"daemon not ready after {timeout} s ({status} {body}): {self.log()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 40) -> int:
+        if self.proc is None:
+            return self.exit_code if self.exit_code is not None else 0
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.exit_code = self.proc.returncode
+        self.proc = None
+        return self.exit_code
+
+    def kill(self) -> int:
+        return self.stop(signal.SIGKILL)
+
+
 @dataclass
 class MetaplugWorld:
     factory: NetnsFactory
@@ -36,6 +162,8 @@ class MetaplugWorld:
     cni_path: str = f"{VENV_BIN}:{REFERENCE}"
     plugins: dict[str, str] = field(default_factory=lambda: {
         "bridge": "bridge", "macvlan": "macvlan", "host-local": "host-local", "static": "static"})
+    mode: str = "thin"
+    daemon: Daemon | None = None
 
     @property
     def conf_dir(self) -> Path:
@@ -92,15 +220,39 @@ class MetaplugWorld:
         return conf
 
     # ---- calls --------------------------------------------------------------------------------------------
+    def start_daemon(self, **config: Any) -> Daemon:
+        """A daemon in the node namespace sharing this world's stateDir; later calls go through the shim."""
+        self.daemon = Daemon(self.node, self.tmp / "d", {"stateDir": str(self.state_dir), **config},
+                             env={"CNI_PATH": self.cni_path}).start()
+        self.mode = "daemon"
+        return self.daemon
+
+    def stop_daemon(self) -> None:
+        if self.daemon is not None:
+            self.daemon.stop()
+
     def call(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
              ifname: str = "eth0", args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
-             netns_path: str | None = None, timeout: float = 120) -> CallResult:
+             netns_path: str | None = None, timeout: float = 120, mode: str | None = None) -> CallResult:
+        """One CNI call as a runtime makes it, in this world's mode (or `mode`)."""
+        argv, stdio = self.command(verb, conf, pod=pod, container_id=container_id, ifname=ifname, args=args,
+                                   netns_path=netns_path, mode=mode)
+        proc = self.node.exec(argv, check=False, timeout=timeout, **stdio)
+        return CallResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+
+    def command(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
+                ifname: str = "eth0", args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
+                netns_path: str | None = None, mode: str | None = None) -> tuple[list[str], dict[str, Any]]:
+        """(argv, keyword arguments of Netns.exec) of one call: the executable, its stdin and its environment."""
         env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": verb,
                "CNI_CONTAINERID": container_id, "CNI_IFNAME": ifname, "CNI_PATH": self.cni_path, "CNI_ARGS": args,
                "CNI_NETNS": netns_path if netns_path is not None else (pod.path if pod else "")}
-        proc = self.node.exec([str(VENV_BIN / "metaplug")], check=False, input=json.dumps(conf).encode(), env=env,
-                              timeout=timeout)
-        return CallResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
+        exe = VENV_BIN / "metaplug"
+        if (mode or self.mode) == "daemon":
+            socket_path = self.daemon.socket_path if self.daemon else self.tmp / "d" / "run" / "mp.sock"
+            conf = {**conf, "type": "metaplug-shim", "socketPath": str(socket_path)}
+            exe = SHIM
+        return [str(exe)], {"input": json.dumps(conf).encode(), "env": env}
 
     def annotated(self, conf: dict[str, Any], networks: Any) -> dict[str, Any]:
         """`conf` with the pod annotation passed as containerd does (capability io.kubernetes.cri.pod-annotations)."""
@@ -136,4 +288,15 @@ def ns_exists(name: str) -> bool:
     return os.path.exists(f"/var/run/netns/{name}")
 
 
-__all__ = ["CallResult", "MetaplugWorld", "new_container_id", "ns_exists", "run"]
+@pytest.fixture
+def daemon_world(world: MetaplugWorld) -> Iterator[MetaplugWorld]:
+    """`world` with a daemon started (for tests about daemon mode itself)."""
+    world.start_daemon()
+    try:
+        yield world
+    finally:
+        world.stop_daemon()
+
+
+__all__ = ["MODES", "SHIM", "CallResult", "Daemon", "MetaplugWorld", "daemon_world", "mode", "new_container_id",
+           "ns_exists", "run"]

@@ -21,9 +21,10 @@ def three_networks(world: MetaplugWorld) -> dict:
 
 
 @pytest.mark.parametrize("delegates", ["reference", "bundled"])
-def test_add_check_del_three_networks_merged_result(world: MetaplugWorld, pod: Netns, delegates: str) -> None:
+def test_add_check_del_three_networks_merged_result(world: MetaplugWorld, pod: Netns, delegates: str,
+                                                    mode: str) -> None:
     """R24 order, BEYOND merged result (re-indexed ips), CHECK, DEL twice (cni.md 11), nothing left behind; with the
-    Debian reference plugins and with the project's own mp-* delegates."""
+    Debian reference plugins and with the project's own mp-* delegates; in thin and in daemon mode."""
     if delegates == "bundled":
         if not (VENV_BIN / "mp-bridge").exists():
             pytest.skip("bundled delegates not installed")
@@ -59,7 +60,7 @@ def test_add_check_del_three_networks_merged_result(world: MetaplugWorld, pod: N
     assert again.code == 0 and again.stdout == ""
 
 
-def test_network_status_recorded_in_journal(world: MetaplugWorld, pod: Netns) -> None:
+def test_network_status_recorded_in_journal(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     """R17-R23: one entry per sandbox interface, exactly one default, ips of that interface."""
     conf = three_networks(world)
     assert world.call("ADD", conf, pod=pod).code == 0
@@ -74,7 +75,7 @@ def test_network_status_recorded_in_journal(world: MetaplugWorld, pod: Netns) ->
     assert world.call("DEL", conf, pod=pod).code == 0
 
 
-def test_check_fails_after_address_removed(world: MetaplugWorld, pod: Netns) -> None:
+def test_check_fails_after_address_removed(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     """cni.md 12: CHECK verifies every attachment still matches the recorded result."""
     conf = three_networks(world)
     assert world.call("ADD", conf, pod=pod).code == 0
@@ -85,7 +86,7 @@ def test_check_fails_after_address_removed(world: MetaplugWorld, pod: Netns) -> 
     assert world.call("DEL", conf, pod=pod).code == 0
 
 
-def test_result_converted_to_request_version(world: MetaplugWorld, pod: Netns) -> None:
+def test_result_converted_to_request_version(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     """cni.md 10/30: the merged result comes back in the request's cniVersion (0.4.0 adds ips[].version)."""
     conf = three_networks(world)
     conf["cniVersion"] = "0.4.0"

@@ -29,7 +29,7 @@ def fake_bin(world: MetaplugWorld, name: str = "fake") -> tuple[Path, Path]:
     return bin_dir, world.tmp / f"{name}.log"
 
 
-def test_r27_failed_attachment_rolls_back_everything(world: MetaplugWorld, pod: Netns) -> None:
+def test_r27_failed_attachment_rolls_back_everything(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     """R27: the 3rd attachment fails -> the 1st and 2nd are deleted, no interface, no IP reservation, no journal."""
     world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
     world.add_nad("broken", world.macvlan_hostlocal_net("broken", "10.66.0.0/24") | {
@@ -95,7 +95,7 @@ def test_r9_name_already_in_netns_fails_before_delegates(world: MetaplugWorld, p
     assert not pod.has_link("eth0") and world.reservations() == []
 
 
-def test_del_after_pod_namespace_is_gone(world: MetaplugWorld, netns_factory: NetnsFactory) -> None:
+def test_del_after_pod_namespace_is_gone(world: MetaplugWorld, netns_factory: NetnsFactory, mode: str) -> None:
     """cni.md 11: DEL succeeds when the netns no longer exists, and still releases the IPs."""
     pod = netns_factory.new("pod")
     world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
@@ -108,7 +108,7 @@ def test_del_after_pod_namespace_is_gone(world: MetaplugWorld, netns_factory: Ne
     assert world.reservations() == [] and world.state_files() == []
 
 
-def test_del_after_confdir_and_nads_are_deleted(world: MetaplugWorld, pod: Netns) -> None:
+def test_del_after_confdir_and_nads_are_deleted(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     """DESIGN: DEL runs from the journal alone, even when the NAD files and confDir are gone."""
     world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
     conf = world.annotated(cluster_conf(world), "red")
@@ -119,7 +119,7 @@ def test_del_after_confdir_and_nads_are_deleted(world: MetaplugWorld, pod: Netns
     assert set(pod.links()) == {"lo"} and world.reservations() == []
 
 
-def test_repeated_add_does_not_leak(world: MetaplugWorld, pod: Netns) -> None:
+def test_repeated_add_does_not_leak(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     """cni.md 36: a repeated ADD (Nomad retry, kubelet restart) first cleans up the previous attempt."""
     world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
     conf = world.annotated(cluster_conf(world), "red")

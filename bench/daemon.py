@@ -1,0 +1,295 @@
+"""Daemon mode vs the same delegate calls made directly: one pod = cluster network + two macvlan NADs.
+
+    .venv/bin/python bench/daemon.py [--pairs 10] [--rounds 3] [--delegates reference|mp] [--json]      (root)
+
+The pod is overhead.py's (bridge + host-local cluster network, macvlan + host-local, macvlan + static). Three loads,
+each alternating daemon mode and direct (who goes first alternates too), medians and ratios:
+- paced: one pod ADD then DEL, a pause, the other side; `--pairs` pairs;
+- back to back: 20 pods ADD+DEL one after another without pause (wall time of the 20); `--rounds` rounds per side;
+- 10 at once: ADD of 10 pods concurrently, then DEL of all 10 concurrently (wall time); `--rounds` rounds per side.
+Daemon mode is what a runtime execs: `metaplug-shim` (static) with CNI_* env + the conflist entry on stdin, served
+by `metaplug daemon` (started once, warm). Direct is the runtime making the delegate calls itself, one process per
+plugin. Everything runs from one driver inside the node namespace, which also runs the daemon (ended by its PID).
+Issue 11's targets: paced <= 1.10x (1.05x), back to back <= 1.10x, 10 at once <= 1.25x. Also printed: the daemon's
+RSS idle and after the bursts, and (from its /metrics) how much of its ADD/DEL time was spent in the delegates.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from _netns import Sandbox, links, median, need_root, netns_path
+from overhead import CallFailed, call, cni_env, direct_add, direct_verb, make_plan, run_driver
+
+TARGETS = {"paced": 1.10, "back to back": 1.10, "10 at once": 1.25}
+BURST = 10
+BACK_TO_BACK = 20
+PAUSE = 0.2  # seconds between paced pods
+
+
+# ---------------------------------------------------------------- one pod, either way (inside the node namespace)
+
+
+def daemon_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> None:
+    out = call([plan["shim"]], {**cni_env(plan, "ADD", cid, "eth0"), "CNI_NETNS": pod["netns"]},
+               plan["shim_stdin"].encode())
+    if len(json.loads(out).get("interfaces", [])) < 3:
+        raise CallFailed(f"daemon ADD result lacks interfaces: {out[:300]!r}")
+
+
+def daemon_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, _state: Any = None) -> None:
+    call([plan["shim"]], {**cni_env(plan, "DEL", cid, "eth0"), "CNI_NETNS": pod["netns"]},
+         plan["shim_stdin"].encode())
+
+
+def plain_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> Any:
+    return direct_add({**plan, "netns": pod["netns"]}, cid)
+
+
+def plain_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, results: Any) -> None:
+    direct_verb({**plan, "netns": pod["netns"]}, cid, "DEL", results)
+
+
+SIDES: dict[str, tuple[Callable[..., Any], Callable[..., None]]] = {
+    "daemon": (daemon_add, daemon_del), "direct": (plain_add, plain_del)}
+
+
+def empty(pod: Mapping[str, str], side: str) -> None:
+    left = [link for link in links(pod["name"]) if link != "lo"]
+    if left:
+        raise CallFailed(f"{side} DEL left {left} in {pod['name']}")
+
+
+def paced(plan: Mapping[str, Any], side: str, i: int) -> dict[str, int]:
+    add, delete = SIDES[side]
+    pod, cid = plan["pods"][0], f"paced{i:03d}{side[:2]}"
+    t0 = time.perf_counter_ns()
+    state = add(plan, pod, cid)
+    t1 = time.perf_counter_ns()
+    delete(plan, pod, cid, state)
+    t2 = time.perf_counter_ns()
+    empty(pod, side)
+    time.sleep(PAUSE)
+    return {"ADD": t1 - t0, "DEL": t2 - t1}
+
+
+def back_to_back(plan: Mapping[str, Any], side: str, r: int) -> int:
+    add, delete = SIDES[side]
+    pod = plan["pods"][0]
+    t0 = time.perf_counter_ns()
+    for i in range(BACK_TO_BACK):
+        cid = f"b2b{r:02d}{i:02d}{side[:2]}"
+        delete(plan, pod, cid, add(plan, pod, cid))
+    elapsed = time.perf_counter_ns() - t0
+    empty(pod, side)
+    return elapsed
+
+
+def burst(plan: Mapping[str, Any], side: str, r: int) -> int:
+    add, delete = SIDES[side]
+    pods = plan["pods"][:BURST]
+    cids = [f"burst{r:02d}{i:02d}{side[:2]}" for i in range(len(pods))]
+    with ThreadPoolExecutor(max_workers=len(pods)) as pool:
+        t0 = time.perf_counter_ns()
+        states = list(pool.map(lambda k: add(plan, pods[k], cids[k]), range(len(pods))))
+        list(pool.map(lambda k: delete(plan, pods[k], cids[k], states[k]), range(len(pods))))
+        elapsed = time.perf_counter_ns() - t0
+    for pod in pods:
+        empty(pod, side)
+    return elapsed
+
+
+def alternate(pairs: int, measure: Callable[[str, int], Any]) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {"daemon": [], "direct": []}
+    for i in range(pairs):
+        for side in (("daemon", "direct") if i % 2 == 0 else ("direct", "daemon")):
+            out[side].append(measure(side, i))
+    return out
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
+
+
+def time_split() -> dict[str, float]:
+    """From the daemon's /metrics: seconds spent answering ADD/DEL calls, and inside the delegates they made."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen("http://127.0.0.1:9091/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    out = {"calls": 0.0, "delegates": 0.0}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.labels.get("verb") not in ("ADD", "DEL"):
+                continue
+            if sample.name == "metaplug_call_duration_seconds_sum":
+                out["calls"] += sample.value
+            elif sample.name == "metaplug_delegate_call_duration_seconds_sum":
+                out["delegates"] += sample.value
+    return {k: round(v, 2) for k, v in out.items()}
+
+
+class DaemonProcess:
+    def __init__(self, plan: Mapping[str, Any]) -> None:
+        env = {**plan["base_env"], "CNI_PATH": plan["cni_path"]}
+        self.log = open(plan["daemon_log"], "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([plan["metaplug"], "daemon", "--config", plan["daemon_config"]],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise CallFailed(f"daemon exited {self.proc.returncode}; see {plan['daemon_log']}")
+            with socket.socket(socket.AF_UNIX) as probe:
+                try:
+                    probe.connect(plan["socket"])
+                    return
+                except OSError:
+                    time.sleep(0.05)
+        raise CallFailed("daemon did not start listening")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.log.close()
+
+
+def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
+    daemon = DaemonProcess(plan)
+    try:
+        for side in ("daemon", "direct"):  # warm-up: bridge created, caches and the daemon's imports warm
+            paced(plan, side, 999)
+        rss_idle = rss_mib(daemon.proc.pid)
+        data: dict[str, Any] = {
+            "paced": alternate(plan["pairs"], lambda side, i: paced(plan, side, i)),
+            "back to back": alternate(plan["rounds"], lambda side, r: back_to_back(plan, side, r)),
+            "10 at once": alternate(plan["rounds"], lambda side, r: burst(plan, side, r)),
+        }
+        data["rss_mib"] = {"idle": round(rss_idle, 1), "after": round(rss_mib(daemon.proc.pid), 1)}
+        data["seconds"] = time_split()
+        return data
+    finally:
+        daemon.stop()
+
+
+def driver_main(plan_file: str) -> int:
+    plan = json.loads(Path(plan_file).read_text())
+    try:
+        samples = drive(plan)
+    except CallFailed as err:
+        print(json.dumps({"error": str(err)}))
+        return 1
+    print(json.dumps({"samples": samples}))
+    return 0
+
+
+# ---------------------------------------------------------------- the report
+
+
+def report(samples: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    rows: dict[str, Any] = {}
+    paced_runs = samples["paced"]
+    for label, verbs in (("ADD", ("ADD",)), ("DEL", ("DEL",)), ("paced", ("ADD", "DEL"))):
+        d, r = (median([sum(s[v] for v in verbs) / 1e6 for s in paced_runs[side]]) for side in ("daemon", "direct"))
+        rows[label] = {"daemon_ms": round(d, 1), "direct_ms": round(r, 1), "ratio": round(d / r, 2)}
+    for label in ("back to back", "10 at once"):
+        d, r = (median([v / 1e6 for v in samples[label][side]]) for side in ("daemon", "direct"))
+        rows[label] = {"daemon_ms": round(d, 1), "direct_ms": round(r, 1), "ratio": round(d / r, 2)}
+    checks = {label: rows[label]["ratio"] <= target for label, target in TARGETS.items()}
+    return {"delegates": opts.delegates, "pairs": opts.pairs, "rounds": opts.rounds,
+            "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
+            "rows": rows, "targets": TARGETS, "ok": checks, "daemon_rss_mib": samples["rss_mib"],
+            "daemon_seconds": samples["seconds"]}
+
+
+def markdown(rep: Mapping[str, Any]) -> str:
+    lines = [
+        f"daemon mode (metaplug-shim -> metaplug daemon) vs direct delegate calls: 1 pod = cluster network + 2 "
+        f"macvlan NADs, delegates: {rep['delegates']}; paced {rep['pairs']} pairs, {BACK_TO_BACK} back to back and "
+        f"{BURST} at once {rep['rounds']} rounds each (Python {rep['python']}, kernel {rep['kernel']}, "
+        f"{rep['cpus']} CPUs)",
+        "",
+        "| load | daemon median ms | direct median ms | ratio | target |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    for label, row in rep["rows"].items():
+        target = TARGETS.get(label)
+        mark = "" if target is None else f"<= {target:.2f} {'PASS' if rep['ok'][label] else 'FAIL'}"
+        name = {"paced": "paced ADD+DEL", "ADD": "paced ADD", "DEL": "paced DEL"}.get(label, f"{label} (wall)")
+        lines.append(f"| {name} | {row['daemon_ms']:.1f} | {row['direct_ms']:.1f} | {row['ratio']:.2f} | {mark} |")
+    rss = rep["daemon_rss_mib"]
+    lines += ["", f"- daemon RSS: {rss['idle']:.1f} MiB idle (after one warm-up pod), {rss['after']:.1f} MiB after "
+                  "all the loads"]
+    split = rep["daemon_seconds"]
+    if split["calls"]:
+        lines.append(f"- of the daemon's {split['calls']:.1f} s answering ADD/DEL, {split['delegates']:.1f} s "
+                     f"({100 * split['delegates'] / split['calls']:.0f}%) were spent in the delegates it called")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--pairs", type=int, default=10, help="paced daemon/direct pairs (default 10)")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side of the two bulk loads (default 3)")
+    parser.add_argument("--delegates", choices=("reference", "mp"), default="reference",
+                        help="reference plugins (default) or the bundled mp-* delegates")
+    parser.add_argument("--plugin-dir", default="/usr/lib/cni", help="reference plugins (default /usr/lib/cni)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
+    parser.add_argument("--driver", metavar="PLAN", help=argparse.SUPPRESS)  # internal: runs inside the node
+    opts = parser.parse_args(argv)
+    if opts.driver:
+        return driver_main(opts.driver)
+    if opts.pairs < 1 or opts.rounds < 1:
+        parser.error("--pairs and --rounds must be >= 1")
+    problem = need_root()
+    if problem:
+        print(f"daemon.py {problem}", file=sys.stderr)
+        return 2
+    shim = Path(sys.executable).parent / "metaplug-shim"
+    if not shim.exists():
+        print(f"{shim} is not built (bash .ci/setup)", file=sys.stderr)
+        return 2
+    try:
+        with Sandbox() as box:
+            node = box.netns("node")
+            pods = [box.netns(f"pod{i}") for i in range(BURST)]
+            box.veth(node, "uplink0")
+            plan = make_plan(box.tmp, pods[0], opts.delegates, opts.plugin_dir, opts.pairs, 0)
+            sock = box.tmp / "run" / "mp.sock"
+            entry = {**json.loads(plan["metaplug_stdin"]), "type": "metaplug-shim", "socketPath": str(sock)}
+            (box.tmp / "daemon.json").write_text(json.dumps({"socketPath": str(sock), "logLevel": "warning"}))
+            plan.update(shim=str(shim), shim_stdin=json.dumps(entry), socket=str(sock), rounds=opts.rounds,
+                        daemon_config=str(box.tmp / "daemon.json"), daemon_log=str(box.tmp / "daemon.log"),
+                        pods=[{"name": p, "netns": netns_path(p)} for p in pods])
+            plan_file = box.tmp / "plan.json"
+            plan_file.write_text(json.dumps(plan))
+            data = run_driver(node, plan_file, script=Path(__file__).resolve())
+    except KeyboardInterrupt:
+        print("interrupted; namespaces and temp dir removed", file=sys.stderr)
+        return 130
+    rep = report(data["samples"], opts)
+    print(json.dumps(rep, indent=2) if opts.json else markdown(rep))
+    return 0 if all(rep["ok"].values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

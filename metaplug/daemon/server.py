@@ -1,0 +1,412 @@
+"""`metaplug daemon --config FILE`: the node agent behind metaplug-shim (DESIGN: "Two modes, one core").
+
+Every call runs the SAME core as thin mode, `plugin.run(env, stdin)`, on the same journal, so a container added in
+one mode is checked and deleted in the other. What the daemon adds:
+- one call per connection on a unix socket (0600, in a directory created 0700), protocol.py;
+- per call, the shim's conflist keys override the config file's (config.merged_stdin);
+- calls for different containers run concurrently (a thread per connection), calls for the same container one at a
+  time (ContainerLocks); at most maxConcurrentCalls run, the others wait (bounded by WAIT_TIMEOUT, then code 11), and
+  at most WAITING_FACTOR times that many connections are accepted: the rest wait in the kernel's listen queue, so a
+  burst of pods never makes the daemon grow without bound;
+- spooled DELs (spool.py) are replayed oldest first, and before any live call for the same container; /readyz
+  answers 200 only once the spool is empty and the cluster network's STATUS is good;
+- SIGTERM: stop accepting, finish the calls in flight (at most SHUTDOWN_TIMEOUT), exit 0.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import json
+import logging
+import os
+import selectors
+import signal
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from metaplug import plugin
+from metaplug.cni import invoke
+from metaplug.cni.errors import TRY_AGAIN_LATER, CniError
+from metaplug.cni.skel import INTERNAL_ERROR
+from metaplug.cni.version import CURRENT_VERSION
+from metaplug.config import DEFAULT_STATE_DIR
+from metaplug.daemon.config import SHUTDOWN_TIMEOUT, WAIT_TIMEOUT, ConfigError, DaemonConfig, load, merged_stdin
+from metaplug.daemon.metrics import Metrics, serve_http
+from metaplug.daemon.protocol import (
+    NoRequest,
+    ProtocolError,
+    Request,
+    Response,
+    encode_response,
+    read_request,
+    socket_reader,
+)
+from metaplug.daemon.spool import Record, Spool
+
+log = logging.getLogger("metaplug.daemon")
+WAITING_FACTOR = 4  # accepted connections (running + waiting) per call slot
+READ_TIMEOUT = 10.0  # seconds a caller has to send its whole request
+LISTEN_BACKLOG = 1024
+
+
+class DaemonError(Exception):
+    """The daemon cannot start (the message says why)."""
+
+
+class ContainerLocks:
+    """One call at a time per container ID; a lock exists only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[str, tuple[threading.Lock, int]] = {}
+
+    def acquire(self, container_id: str, timeout: float) -> bool:
+        with self._guard:
+            lock, users = self._locks.get(container_id, (threading.Lock(), 0))
+            self._locks[container_id] = (lock, users + 1)
+        if lock.acquire(timeout=max(0.0, timeout)):
+            return True
+        self._forget(container_id)
+        return False
+
+    def release(self, container_id: str) -> None:
+        with self._guard:
+            lock, _ = self._locks[container_id]
+        lock.release()
+        self._forget(container_id)
+
+    def _forget(self, container_id: str) -> None:
+        with self._guard:
+            lock, users = self._locks[container_id]
+            if users == 1:
+                del self._locks[container_id]
+            else:
+                self._locks[container_id] = (lock, users - 1)
+
+
+class Daemon:
+    def __init__(self, cfg: DaemonConfig) -> None:
+        self.cfg = cfg
+        self.state_dirs = {str(cfg.defaults.get("stateDir") or DEFAULT_STATE_DIR)}
+        self.metrics = Metrics(lambda: list(self.state_dirs))
+        self.spool = Spool(cfg.spool_dir)
+        self.containers = ContainerLocks()
+        self.slots = threading.BoundedSemaphore(cfg.max_concurrent_calls)
+        self.connections = threading.BoundedSemaphore(cfg.max_concurrent_calls * WAITING_FACTOR)
+        self.stopping = threading.Event()
+        self._active = 0
+        self._active_changed = threading.Condition()
+        self._readiness = (False, "starting: spool not replayed yet")
+        self._socket_id: tuple[int, int] | None = None
+        self._warned_spool_dirs: set[str] = set()
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def serve(self) -> int:
+        from metaplug import log as mplog
+
+        mplog.pin(self.cfg.log_level, self.cfg.log_file)
+        invoke.call_observers.append(self.metrics.observe_delegate)
+        listener = self._listen()
+        try:
+            http = serve_http(self.cfg.metrics_host, self.cfg.metrics_port, self.metrics, self.healthy, self.ready)
+        except OSError as exc:
+            listener.close()
+            self._unlink_socket()
+            where = f"{self.cfg.metrics_host}:{self.cfg.metrics_port}"
+            raise DaemonError(f"cannot serve metrics on {where}: {exc}") from None
+        wake_r, wake_w = os.pipe()
+
+        def on_signal(signum: int, _frame: Any) -> None:
+            self.stopping.set()
+            os.write(wake_w, b"x")
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, on_signal)
+        maintenance = threading.Thread(target=self._maintain, name="metaplug-spool", daemon=True)
+        maintenance.start()
+        log.info("metaplug daemon serving", extra={"socket": self.cfg.socket_path, "spool": self.cfg.spool_dir,
+                                                    "metrics": f"{self.cfg.metrics_host}:{self.cfg.metrics_port}",
+                                                    "maxConcurrentCalls": self.cfg.max_concurrent_calls})
+        try:
+            self._accept_loop(listener, wake_r)
+        finally:
+            listener.close()  # new callers are refused now: ADD fails with 11, DEL is spooled by the shim
+            self._unlink_socket()
+            drained = self._drain(SHUTDOWN_TIMEOUT)
+            maintenance.join(timeout=max(1.0, SHUTDOWN_TIMEOUT / 10))
+            http.shutdown()
+            os.close(wake_r)
+            os.close(wake_w)
+        log.info("metaplug daemon stopped", extra={"drained": drained})
+        return 0
+
+    def _listen(self) -> socket.socket:
+        path = self.cfg.socket_path
+        directory = os.path.dirname(path)
+        if not os.path.isdir(directory):
+            os.makedirs(directory, mode=0o700)
+        self.spool.create()
+        with contextlib.suppress(FileNotFoundError):
+            mode = os.lstat(path).st_mode
+            if not stat.S_ISSOCK(mode):
+                raise DaemonError(f"{path} exists and is not a socket; refusing to replace it")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(path)
+            except OSError:
+                os.unlink(path)  # left behind by a daemon that is gone
+            else:
+                raise DaemonError(f"another metaplug daemon is serving {path}")
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o177)  # the socket is 0600 from its first instant
+        try:
+            listener.bind(path)
+        finally:
+            os.umask(old_umask)
+        os.chmod(path, 0o600)
+        listener.listen(LISTEN_BACKLOG)
+        st = os.stat(path)
+        self._socket_id = (st.st_dev, st.st_ino)
+        return listener
+
+    def _unlink_socket(self) -> None:
+        """Remove our socket, never the one a newer daemon bound meanwhile."""
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(self.cfg.socket_path)
+            if (st.st_dev, st.st_ino) == self._socket_id:
+                os.unlink(self.cfg.socket_path)
+
+    def _accept_loop(self, listener: socket.socket, wake: int) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ)
+        selector.register(wake, selectors.EVENT_READ)
+        while not self.stopping.is_set():
+            if not self.connections.acquire(timeout=0.5):
+                continue  # at the limit: further callers wait in the kernel's listen queue
+            ready = [key.fileobj for key, _ in selector.select()]
+            if wake in ready or self.stopping.is_set():
+                self.connections.release()
+                break
+            try:
+                conn, _ = listener.accept()
+            except OSError as exc:
+                self.connections.release()
+                log.warning("accept failed", extra={"error": str(exc)})
+                continue
+            with self._active_changed:
+                self._active += 1
+            threading.Thread(target=self._connection, args=(conn,), name="metaplug-call", daemon=True).start()
+        selector.close()
+
+    def _drain(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        with self._active_changed:
+            while self._active:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    log.error("calls still running at shutdown; their journals let the next DEL clean up",
+                              extra={"calls": self._active})
+                    return False
+                self._active_changed.wait(remaining)
+        return True
+
+    # ------------------------------------------------------------------------------------------ probes
+
+    def healthy(self) -> tuple[bool, str]:
+        return (False, "shutting down") if self.stopping.is_set() else (True, "ok")
+
+    def ready(self) -> tuple[bool, str]:
+        if self.stopping.is_set():
+            return False, "shutting down"
+        return self._readiness
+
+    # ------------------------------------------------------------------------------------------ calls
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(READ_TIMEOUT)
+            try:
+                request = read_request(socket_reader(conn))
+            except NoRequest:
+                return
+            except (ProtocolError, OSError) as exc:
+                log.warning("bad request on the socket", extra={"error": str(exc)})
+                return
+            conn.settimeout(None)
+            try:
+                response = self.call(request)
+            except Exception as exc:  # a bug here must still answer the runtime with a CNI error (cni.md 32)
+                log.exception("daemon failed to serve a call")
+                response = self._error(request, CniError(INTERNAL_ERROR, "internal error in metaplug daemon",
+                                                         f"{type(exc).__name__}: {exc}"))
+            try:
+                conn.sendall(encode_response(response))
+            except OSError as exc:
+                log.warning("caller left before the answer", extra={
+                    "verb": request.env.get("CNI_COMMAND"), "container": request.env.get("CNI_CONTAINERID"),
+                    "error": str(exc)})
+        finally:
+            conn.close()
+            self.connections.release()
+            with self._active_changed:
+                self._active -= 1
+                self._active_changed.notify_all()
+
+    def call(self, request: Request) -> Response:
+        """One live call: its container's spooled DELs first, then the call itself."""
+        started = time.monotonic()
+        verb = request.env.get("CNI_COMMAND", "")
+        container_id = request.env.get("CNI_CONTAINERID", "")
+        with self._turn(container_id) as ok:
+            if not ok:
+                self.metrics.observe_call(verb, TRY_AGAIN_LATER, time.monotonic() - started, "busy")
+                return self._busy(request)
+            if container_id:
+                for record in self.spool.pending_for(container_id):
+                    self._replay_locked(record)
+            response = self._run(request)
+        self.metrics.observe_call(verb, _error_code(response), time.monotonic() - started)
+        return response
+
+    @contextlib.contextmanager
+    def _turn(self, container_id: str) -> Iterator[bool]:
+        """Wait (bounded) for the container and a call slot; yields False when neither came in time."""
+        deadline = time.monotonic() + WAIT_TIMEOUT
+        self.metrics.waiting.inc()
+        try:
+            have_container = not container_id or self.containers.acquire(container_id, WAIT_TIMEOUT)
+            have_slot = have_container and self.slots.acquire(timeout=max(0.0, deadline - time.monotonic()))
+        finally:
+            self.metrics.waiting.dec()
+        if not have_slot:
+            if have_container and container_id:
+                self.containers.release(container_id)
+            yield False
+            return
+        self.metrics.in_flight.inc()
+        try:
+            yield True
+        finally:
+            self.metrics.in_flight.dec()
+            self.slots.release()
+            if container_id:
+                self.containers.release(container_id)
+
+    def _run(self, request: Request) -> Response:
+        stdin, conf = merged_stdin(self.cfg.defaults, request.stdin)
+        self._note(conf)
+        # in a copy of the context: the call's log context (log.configure) ends with the call
+        status, out, err = contextvars.copy_context().run(plugin.run, request.env, stdin)
+        return Response(status, out.encode(), err.encode())
+
+    def _note(self, conf: dict[str, Any]) -> None:
+        state_dir = conf.get("stateDir")
+        if isinstance(state_dir, str) and state_dir.startswith("/"):
+            self.state_dirs.add(state_dir)
+        spool_dir = conf.get("spoolDir")
+        if isinstance(spool_dir, str) and spool_dir != self.cfg.spool_dir and spool_dir not in self._warned_spool_dirs:
+            self._warned_spool_dirs.add(spool_dir)
+            log.warning("the shim's conflist names a spoolDir this daemon does not replay; set the same spoolDir in "
+                        "the daemon's config", extra={"spoolDir": spool_dir, "replayed": self.cfg.spool_dir})
+
+    def _busy(self, request: Request) -> Response:
+        return self._error(request, CniError(
+            TRY_AGAIN_LATER, "metaplug daemon busy, try again later",
+            f"no free call slot within {WAIT_TIMEOUT:g} s (maxConcurrentCalls {self.cfg.max_concurrent_calls})"))
+
+    @staticmethod
+    def _error(request: Request, err: CniError) -> Response:
+        """`err` as the call's answer, in the request's cniVersion when it has one."""
+        try:
+            version = json.loads(request.stdin).get("cniVersion") or CURRENT_VERSION
+        except (ValueError, AttributeError):
+            version = CURRENT_VERSION
+        return Response(1, (json.dumps(err.to_dict(str(version))) + "\n").encode(), b"")
+
+    # ------------------------------------------------------------------------------------------ spool + readiness
+
+    def _replay(self, record: Record) -> bool:
+        with self._turn(record.container_id) as ok:
+            return ok and self._replay_locked(record)
+
+    def _replay_locked(self, record: Record) -> bool:
+        """Run one spooled DEL (the caller holds its container); True when it is done and removed."""
+        if not self.spool.exists(record):
+            return True  # a live call for the container replayed it first
+        response = self._run(record.request)
+        if response.status != 0:
+            self.metrics.spool_replays.labels("failed").inc()
+            log.error("spooled DEL failed; retrying, the daemon stays not ready", extra={
+                "path": record.path, "container": record.container_id, "answer": response.stdout.decode()[:400]})
+            return False
+        self.spool.remove(record)
+        self.metrics.spool_replays.labels("replayed").inc()
+        log.info("spooled DEL replayed", extra={"path": record.path, "container": record.container_id})
+        return True
+
+    def _maintain(self) -> None:
+        """Replay the spool and re-check readiness, until shutdown."""
+        while not self.stopping.is_set():
+            try:
+                self._readiness = self._check()
+            except Exception as exc:  # never let the readiness thread die
+                log.exception("readiness check failed")
+                self._readiness = (False, f"readiness check failed: {exc}")
+            self.metrics.ready.set(1 if self._readiness[0] else 0)
+            self.stopping.wait(5.0 if self._readiness[0] else 1.0)
+
+    def _check(self) -> tuple[bool, str]:
+        failed = [r for r in self.spool.pending() if not self._replay(r)]
+        self.metrics.spool_pending.set(len(self.spool.pending()))
+        if failed:
+            return False, f"{len(failed)} spooled DELs not replayed yet (retrying; see the log)"
+        ok, why = self._cluster_status()
+        return (True, "ready") if ok else (False, f"cluster network not ready: {why}")
+
+    def _cluster_status(self) -> tuple[bool, str]:
+        defaults = self.cfg.defaults
+        if not (defaults.get("clusterNetwork") or defaults.get("delegates")):
+            return True, "no cluster network in the daemon's config"
+        conf = {"cniVersion": CURRENT_VERSION, "name": "metaplug", **defaults}
+        # the delegates are searched in binDir, then in the daemon's own CNI_PATH
+        env = {"CNI_COMMAND": "STATUS", "CNI_PATH": os.environ.get("CNI_PATH", "")}
+        status, out, _ = contextvars.copy_context().run(plugin.run, env, json.dumps(conf).encode())
+        if status == 0:
+            return True, "ok"
+        try:
+            doc = json.loads(out)
+            return False, f"{doc.get('msg')}: {doc.get('details', '')}"
+        except ValueError:
+            return False, out.strip()
+
+
+def _error_code(response: Response) -> int | None:
+    if response.status == 0:
+        return None
+    try:
+        code = json.loads(response.stdout).get("code")
+    except (ValueError, AttributeError):
+        return response.status
+    return code if isinstance(code, int) else response.status
+
+
+# ------------------------------------------------------------------------------------------ CLI
+
+
+def run_cli(config_path: str) -> int:
+    """`metaplug daemon --config FILE` (cli.py)."""
+    import sys
+
+    try:
+        return Daemon(load(config_path)).serve()
+    except (ConfigError, DaemonError) as exc:
+        print(f"metaplug daemon: {exc}", file=sys.stderr)
+        return 2
