@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaplug import journal
 from metaplug.config import DEFAULT_STATE_DIR
+
+if TYPE_CHECKING:
+    from metaplug.journal import JournalRecord
 
 
 def add_arguments(sub: Any) -> None:
@@ -23,14 +26,14 @@ def add_arguments(sub: Any) -> None:
     parser.set_defaults(handler=run)
 
 
-def _rows(state_dir: str, only: str | None) -> list[tuple[str, str, dict[str, Any] | None, str]]:
+def _rows(state_dir: str, only: str | None) -> list[tuple[str, str, JournalRecord | None, str]]:
     rows = []
     for cid, path in journal.list_journals(state_dir):
         if only is not None and cid != only:
             continue
         try:
             with open(path, "rb") as fh:
-                body: dict[str, Any] | None = journal.decode(path, fh.read())
+                body: JournalRecord | None = journal.decode(path, fh.read())
             problem = ""
         except (OSError, journal.CorruptJournal) as exc:
             body, problem = None, str(exc)

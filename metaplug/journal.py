@@ -23,7 +23,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
@@ -40,7 +40,9 @@ log = logging.getLogger("metaplug.journal")
 if TYPE_CHECKING:
     from typing import Literal, NotRequired, TypedDict
 
+    from metaplug.cni.documents import JsonObject, Result
     from metaplug.cni.runtime import RuntimeConf
+    from metaplug.merge import NetworkStatusEntry
 
     AttachmentState = Literal["planned", "adding", "added"]
 
@@ -59,9 +61,9 @@ if TYPE_CHECKING:
         cluster: bool  # the cluster network (R24), always the first attachment
         defaultRoute: list[str]  # R13 gateways when this attachment owns the pod's default route, else []
         conflist: str  # the exact conflist JSON the delegates got at ADD (DEL and CHECK replay it, never re-resolve)
-        capabilityArgs: dict[str, Any]  # runtimeConfig values offered to the conflist's plugins (duty 18, R30)
+        capabilityArgs: JsonObject  # runtimeConfig values offered to the conflist's plugins (duty 18, R30)
         state: AttachmentState  # "planned" (not started), "adding" (delegate ADD running), "added" (result below)
-        result: dict[str, Any] | None  # the conflist's final ADD result in its own cniVersion; None until "added"
+        result: Result | None  # the conflist's final ADD result in its own cniVersion; None until "added"
 
     class JournalRecord(TypedDict):
         """Everything metaplug made for one container + meta network + CNI_IFNAME (the journal file's `body`)."""
@@ -77,9 +79,9 @@ if TYPE_CHECKING:
         requestVersion: str  # the cniVersion the runtime asked for
         pod: PodRecord
         attachments: list[AttachmentRecord]  # in plan order; DEL walks them in reverse
-        primaryResult: NotRequired[dict[str, Any]]  # the cluster attachment's result alone (`"result": "primary"`)
-        status: NotRequired[list[dict[str, Any]]]  # network-status entries (R17-R23), once ADD completed
-        result: NotRequired[dict[str, Any]]  # the merged 1.1.0 result (CHECK compares the container against it)
+        primaryResult: NotRequired[Result]  # the cluster attachment's result alone (`"result": "primary"`)
+        status: NotRequired[list[NetworkStatusEntry]]  # network-status entries (R17-R23), once ADD completed
+        result: NotRequired[Result]  # the merged 1.1.0 result (CHECK compares the container against it)
 
 
 def _fsync_dir(path: str) -> None:
@@ -107,7 +109,7 @@ def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
     _fsync_dir(directory)
 
 
-def checksum(body: dict[str, Any]) -> str:
+def checksum(body: Mapping[str, object]) -> str:
     import hashlib  # lazily: ~7 ms of start-up that VERSION and STATUS do not need
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.sha256(canonical).hexdigest()
@@ -116,7 +118,7 @@ def checksum(body: dict[str, Any]) -> str:
 class CorruptJournal(Exception):
     """The journal file exists but cannot be trusted; `partial` holds whatever body could be decoded."""
 
-    def __init__(self, path: str, reason: str, partial: dict[str, Any] | None) -> None:
+    def __init__(self, path: str, reason: str, partial: JsonObject | None) -> None:
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
@@ -144,7 +146,7 @@ class JournalKey(NamedTuple):
         return os.path.join(self.container_dir, f"{self.meta_network}-{self.ifname}.lock")
 
 
-def read(key: JournalKey) -> dict[str, Any] | None:
+def read(key: JournalKey) -> JournalRecord | None:
     """The journal body, None when there is none. Raises CorruptJournal when it exists but is damaged."""
     try:
         with open(key.path, "rb") as fh:
@@ -156,22 +158,22 @@ def read(key: JournalKey) -> dict[str, Any] | None:
     return decode(key.path, raw)
 
 
-def decode(path: str, raw: bytes) -> dict[str, Any]:
+def decode(path: str, raw: bytes) -> JournalRecord:
     try:
         doc = json.loads(raw)
     except ValueError as exc:
         raise CorruptJournal(path, f"not JSON ({exc})", None) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
         raise CorruptJournal(path, "no journal body", None)
-    body: dict[str, Any] = doc["body"]
+    body: JsonObject = doc["body"]
     if doc.get("checksum") != checksum(body):
         raise CorruptJournal(path, "checksum mismatch", body)
     if body.get("version") != JOURNAL_VERSION:
         raise CorruptJournal(path, f"unknown journal version {body.get('version')!r}", body)
-    return body
+    return cast("JournalRecord", body)  # written by `write`, checksum intact: the shape metaplug wrote
 
 
-def write(key: JournalKey, body: dict[str, Any]) -> None:
+def write(key: JournalKey, body: JournalRecord) -> None:
     body["version"] = JOURNAL_VERSION
     doc = {"checksum": checksum(body), "body": body}
     try:
@@ -247,7 +249,7 @@ def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
                 yield cid, os.path.join(cdir, fname)
 
 
-def warn_dropped(key: JournalKey, attachment: dict[str, Any], error: Exception) -> None:
+def warn_dropped(key: JournalKey, attachment: AttachmentRecord, error: Exception) -> None:
     log.error(
         "dropping attachment whose ADD never completed and whose DEL fails; check for leftovers by hand",
         extra={"container": key.container_id, "ifname": attachment.get("ifname"),
@@ -255,7 +257,7 @@ def warn_dropped(key: JournalKey, attachment: dict[str, Any], error: Exception) 
     )
 
 
-def runtime_conf(body: Mapping[str, Any], attachment: Mapping[str, Any], netns: str) -> RuntimeConf:
+def runtime_conf(body: JournalRecord, attachment: AttachmentRecord, netns: str) -> RuntimeConf:
     """The delegate runtime's view of one recorded attachment (ADD, and DEL/CHECK/GC from the journal alone)."""
     from metaplug.cni.runtime import RuntimeConf
 

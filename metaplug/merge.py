@@ -10,7 +10,29 @@ import copy
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, cast
+
+if TYPE_CHECKING:
+    from typing import NotRequired, TypedDict
+
+    from metaplug.cni.documents import JsonObject, Result
+
+    # One entry of the `k8s.v1.cni.cncf.io/network-status` annotation (R17-R23), also kept in the journal's `status`.
+    # For the type checker only, like the journal's records. The keys are the annotation's (an on-disk and on-API
+    # contract): `name` the attachment's status name, `interface` the sandbox interface, `ips` its addresses without
+    # prefix, `mac`/`mtu` when the result gives them, `default` whether it owns the pod's default route, `dns` the
+    # attachment's DNS, `gateway` the gateways of its ips, `device-info` what a device plugin reported.
+    NetworkStatusEntry = TypedDict("NetworkStatusEntry", {
+        "name": str,
+        "interface": str,
+        "ips": list[str],
+        "mac": NotRequired[str],
+        "mtu": NotRequired[int],
+        "default": bool,
+        "dns": NotRequired[JsonObject],
+        "gateway": NotRequired[list[str]],
+        "device-info": NotRequired[JsonObject],
+    })
 
 MERGED_VERSION = "1.1.0"
 
@@ -26,13 +48,13 @@ class AttachmentResult:
 
     status_name: str
     ifname: str
-    result: dict[str, Any]
+    result: Result
     is_default: bool
     cluster: bool
-    device_info: dict[str, Any] | None = field(default=None)
+    device_info: JsonObject | None = field(default=None)
 
 
-def is_default_route(route: dict[str, Any]) -> bool:
+def is_default_route(route: JsonObject) -> bool:
     """True for a route to 0.0.0.0/0 or ::/0 (any spelling with prefix length 0)."""
     dst = route.get("dst")
     if not isinstance(dst, str):
@@ -43,7 +65,7 @@ def is_default_route(route: dict[str, Any]) -> bool:
         return False
 
 
-def _interface_index(ip: dict[str, Any], count: int) -> int | None:
+def _interface_index(ip: JsonObject, count: int) -> int | None:
     """The ip's interface index when it is a valid index into a list of `count` interfaces."""
     idx = ip.get("interface")
     if isinstance(idx, bool) or not isinstance(idx, int) or not 0 <= idx < count:
@@ -51,11 +73,11 @@ def _interface_index(ip: dict[str, Any], count: int) -> int | None:
     return idx
 
 
-def _has_dns(dns: Any) -> bool:
+def _has_dns(dns: object) -> bool:
     return isinstance(dns, dict) and any(bool(v) for v in dns.values())
 
 
-def merge_results(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
+def merge_results(attachments: Sequence[AttachmentResult]) -> Result:
     """One result for the whole pod (BEYOND Multus).
 
     Interfaces of every attachment concatenated in attachment order; every ips[].interface re-indexed into the merged
@@ -63,10 +85,10 @@ def merge_results(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
     routes of every attachment, but default routes only from the attachment with is_default (R13); dns of the
     cluster attachment.
     """
-    interfaces: list[dict[str, Any]] = []
-    ips: list[dict[str, Any]] = []
-    routes: list[dict[str, Any]] = []
-    dns: dict[str, Any] | None = None
+    interfaces: list[JsonObject] = []
+    ips: list[JsonObject] = []
+    routes: list[JsonObject] = []
+    dns: JsonObject | None = None
     for att in attachments:
         res = att.result
         own_ifaces = res.get("interfaces") or []
@@ -85,7 +107,7 @@ def merge_results(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
             routes.append(copy.deepcopy(route))
         if att.cluster and dns is None and _has_dns(res.get("dns")):
             dns = copy.deepcopy(res["dns"])
-    merged: dict[str, Any] = {"cniVersion": MERGED_VERSION}
+    merged: Result = {"cniVersion": MERGED_VERSION}
     if interfaces:
         merged["interfaces"] = interfaces
     if ips:
@@ -97,16 +119,17 @@ def merge_results(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
     return merged
 
 
-def _address(ip: dict[str, Any]) -> str:
+def _address(ip: JsonObject) -> str:
     """`10.1.2.3/24` -> `10.1.2.3` (R19: status lists addresses without prefix)."""
     addr = str(ip.get("address", ""))
     return addr.split("/", 1)[0]
 
 
 def _entry(
-    att: AttachmentResult, ifname: str, ips: list[dict[str, Any]], iface: dict[str, Any] | None, default: bool
-) -> dict[str, Any]:
-    entry: dict[str, Any] = {"name": att.status_name, "interface": ifname}
+    att: AttachmentResult, ifname: str, ips: list[JsonObject], iface: JsonObject | None, default: bool
+) -> NetworkStatusEntry:
+    # Built key by key in the annotation's order (the JSON metaplug has always written), hence the cast at the end.
+    entry: JsonObject = {"name": att.status_name, "interface": ifname}
     entry["ips"] = [_address(ip) for ip in ips if ip.get("address")]
     if iface is not None and iface.get("mac"):
         entry["mac"] = iface["mac"]
@@ -125,10 +148,10 @@ def _entry(
         entry["gateway"] = gateways
     if att.device_info is not None and ifname == att.ifname:
         entry["device-info"] = copy.deepcopy(att.device_info)
-    return entry
+    return cast("NetworkStatusEntry", entry)
 
 
-def network_status(attachments: Sequence[AttachmentResult]) -> list[dict[str, Any]]:
+def network_status(attachments: Sequence[AttachmentResult]) -> list[NetworkStatusEntry]:
     """The `k8s.v1.cni.cncf.io/network-status` entries (R17-R23).
 
     One entry per sandbox interface (non-empty `sandbox`), in attachment order, with the addresses whose
@@ -136,12 +159,12 @@ def network_status(attachments: Sequence[AttachmentResult]) -> list[dict[str, An
     one entry named after its ifname, carrying all its addresses. Exactly one entry is `default: true` when an
     attachment has is_default (the first such): its interface named ifname, else its first sandbox interface.
     """
-    out: list[dict[str, Any]] = []
+    out: list[NetworkStatusEntry] = []
     default_given = False
     for att in attachments:
         res = att.result
-        ifaces: list[dict[str, Any]] = list(res.get("interfaces") or [])
-        all_ips: list[dict[str, Any]] = list(res.get("ips") or [])
+        ifaces: list[JsonObject] = list(res.get("interfaces") or [])
+        all_ips: list[JsonObject] = list(res.get("ips") or [])
         sandbox = [i for i, iface in enumerate(ifaces) if iface.get("sandbox")]
         wants_default = att.is_default and not default_given
         default_given = default_given or att.is_default
@@ -156,7 +179,7 @@ def network_status(attachments: Sequence[AttachmentResult]) -> list[dict[str, An
     return out
 
 
-def primary_result(attachments: Sequence[AttachmentResult]) -> dict[str, Any]:
+def primary_result(attachments: Sequence[AttachmentResult]) -> Result:
     """The cluster attachment's result alone (`"result": "primary"`, the Multus behaviour). A copy."""
     for att in attachments:
         if att.cluster:

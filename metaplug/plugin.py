@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, cast
 
 from metaplug import journal
 from metaplug.cni import skel
@@ -37,8 +37,11 @@ from metaplug.cni.errors import (
 
 if TYPE_CHECKING:
     from metaplug.attach.plan import PodRef
+    from metaplug.cni.documents import JsonObject, NetConf, Result
     from metaplug.config import MetaplugConfig, Settings
+    from metaplug.journal import JournalRecord
     from metaplug.k8s.source import KubeContext
+    from metaplug.merge import NetworkStatusEntry
 
 log = logging.getLogger("metaplug.plugin")
 RESULT_VERSION = "1.1.0"  # attachments are merged in this shape, then converted to the request's version
@@ -51,7 +54,7 @@ def _setup(env: CniEnv, settings: Settings) -> None:
                     {"verb": env.command, "container": env.container_id, "ifname": env.ifname})
 
 
-def _journal_verb_setup(env: CniEnv, conf: dict[str, Any]) -> Settings:
+def _journal_verb_setup(env: CniEnv, conf: NetConf) -> Settings:
     """DEL, CHECK, GC: the lean view of the configuration (no pydantic), logging configured."""
     from metaplug.config import Settings
 
@@ -68,7 +71,7 @@ def _paths(bin_dir: str, env: CniEnv) -> list[str]:
 # ---------------------------------------------------------------- ADD
 
 
-def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
+def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
     from metaplug.config import load_config
 
     cfg = load_config(conf)
@@ -84,7 +87,7 @@ def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
                 journal.remove(key)  # a failed ADD leaves nothing in stateDir
 
 
-def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: journal.JournalKey) -> dict[str, Any]:
+def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.JournalKey) -> Result:
     from metaplug import netns
     from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
@@ -92,7 +95,7 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: jou
 
     cni_args = parse_cni_args(env.args)
     pod = pod_ref(cni_args)
-    runtime_config: dict[str, Any] = conf["runtimeConfig"] if isinstance(conf.get("runtimeConfig"), dict) else {}
+    runtime_config: JsonObject = conf["runtimeConfig"] if isinstance(conf.get("runtimeConfig"), dict) else {}
     annotations = runtime_annotations(runtime_config)
     sources: list[NadSource] = []
     kube = _kube_context(cfg, pod, cni_args)
@@ -112,7 +115,7 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: jou
             find_plugin(plugin["type"], paths)
     _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
 
-    body: dict[str, Any] = {
+    body: JournalRecord = {
         "containerId": env.container_id, "ifname": env.ifname, "network": cfg.meta_network, "netns": env.netns,
         "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
         "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
@@ -147,8 +150,8 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: jou
     return reply
 
 
-def _finish(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, body: dict[str, Any],
-            results: list[dict[str, Any]]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _finish(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, body: JournalRecord,
+            results: list[Result]) -> tuple[Result, list[NetworkStatusEntry]]:
     """Default route (R13), merged result, network-status (R17-R23)."""
     from metaplug import netns
     from metaplug.merge import AttachmentResult, merge_results, network_status, primary_result
@@ -178,8 +181,7 @@ def _finish(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, body: dict[s
     return merged, network_status(merged_inputs)
 
 
-def _reassign_default_routes(results: list[dict[str, Any]], owner: int,
-                             gateways: list[str]) -> list[dict[str, Any]]:
+def _reassign_default_routes(results: list[Result], owner: int, gateways: list[str]) -> list[Result]:
     """R13 in the result: the owner's routes get a default route via each of its gateways; the others lose theirs."""
     import ipaddress
 
@@ -196,7 +198,7 @@ def _reassign_default_routes(results: list[dict[str, Any]], owner: int,
     return out
 
 
-def _config_networks(conf: Mapping[str, Any], cni_args: Mapping[str, str]) -> str | None:
+def _config_networks(conf: NetConf, cni_args: Mapping[str, str]) -> str | None:
     """Source 3: `args.cni.networks` of metaplug's config, else CNI_ARGS METAPLUG_NETWORKS."""
     args = conf.get("args")
     if isinstance(args, dict) and isinstance(args.get("cni"), dict):
@@ -229,7 +231,7 @@ def _kube_context(cfg: MetaplugConfig, pod: PodRef, cni_args: Mapping[str, str])
     return KubeContext.create(cfg.kubeconfig, cfg.kube_deadline, pod)
 
 
-def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> list[str]:
+def _rollback(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list[str]:
     """R27: DEL every attachment made so far, the failed one included, in reverse order."""
     started = [a for a in body["attachments"] if a["state"] != "planned"]
     body["attachments"] = started
@@ -242,7 +244,7 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> lis
 # ---------------------------------------------------------------- DEL
 
 
-def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
@@ -259,11 +261,11 @@ def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str) -> No
         aside = journal.set_aside(key)
         log.error("corrupt journal moved aside; deleting what can be read of it",
                   extra={"path": bad.path, "reason": bad.reason, "moved_to": aside})
-        body = bad.partial
-        if body is None or not isinstance(body.get("attachments"), list):
+        if bad.partial is None or not isinstance(bad.partial.get("attachments"), list):
             log.error("nothing recoverable in the corrupt journal; inspect it by hand", extra={"moved_to": aside})
             journal.remove(key)
             return
+        body = cast("JournalRecord", bad.partial)  # unverified: each attachment's DEL reports what it cannot use
     if body is None:
         journal.remove(key)
         return
@@ -274,7 +276,7 @@ def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str) -> No
     journal.remove(key)
 
 
-def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> list[str]:
+def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list[str]:
     """Reverse order, every attachment attempted (R27). Entries leave the journal only once their DEL succeeded,
     except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly. When the last entry
     goes, so do the journal and its lock file."""
@@ -304,7 +306,7 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: dict[str, An
 # ---------------------------------------------------------------- CHECK
 
 
-def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     from metaplug.cni.version import at_least
 
     if not at_least(conf["cniVersion"], "0.4.0"):
@@ -343,7 +345,7 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
 # ---------------------------------------------------------------- STATUS
 
 
-def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+def cmd_status(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     from metaplug.attach.resolve import LocalNadStore, Resolver
     from metaplug.cni.chain import status_network_list
     from metaplug.cni.invoke import find_plugin
@@ -375,7 +377,7 @@ def cmd_status(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
 # ---------------------------------------------------------------- GC
 
 
-def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
+def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     from metaplug.cni.chain import gc_network_list, load_conflist
 
     settings = _journal_verb_setup(env, conf)
@@ -387,7 +389,7 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         return None
     valid = {(v.get("containerID"), v.get("ifname")) for v in valid_list if isinstance(v, dict)}
     errors: list[str] = []
-    conflists: dict[str, tuple[dict[str, Any], list[str]]] = {}  # every delegate conflist recorded, by its name
+    conflists: dict[str, tuple[NetConf, list[str]]] = {}  # every delegate conflist recorded, by its name
     delegate_valid: dict[str, list[dict[str, str]]] = {}
     for cid, path in journal.list_journals(settings.state_dir):
         try:

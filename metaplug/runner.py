@@ -10,31 +10,37 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from metaplug import journal
 from metaplug.cni.errors import CniError
+
+if TYPE_CHECKING:
+    from metaplug.cni.documents import Result
+    from metaplug.journal import AttachmentRecord, AttachmentState, JournalRecord
 
 MERGE_VERSION = "1.1.0"
 
 
 class _Runner:
-    def __init__(self, key: journal.JournalKey, body: dict[str, Any]) -> None:
+    def __init__(self, key: journal.JournalKey, body: JournalRecord) -> None:
         self.key = key
         self.body = body
         self.lock = threading.Lock()
 
-    def _record(self, attachment: dict[str, Any], **changes: Any) -> None:
+    def _record(self, attachment: AttachmentRecord, state: AttachmentState, result: Result | None = None) -> None:
         with self.lock:
-            attachment.update(changes)
+            attachment["state"] = state
+            if result is not None:
+                attachment["result"] = result
             journal.write(self.key, self.body)
 
-    def run_one(self, index: int) -> dict[str, Any]:
+    def run_one(self, index: int) -> Result:
         from metaplug.cni.chain import add_network_list
         from metaplug.cni.convert import convert_result
 
         attachment = self.body["attachments"][index]
-        self._record(attachment, state="adding")
+        self._record(attachment, "adding")
         conflist = json.loads(attachment["conflist"])
         try:
             result = add_network_list(conflist, journal.runtime_conf(self.body, attachment, self.body["netns"]),
@@ -44,11 +50,11 @@ class _Runner:
             detail = f"{err.msg}: {err.details}" if err.details else err.msg
             raise CniError(err.code, f"attachment {attachment['ifname']} ({attachment['network']}) failed",
                            detail) from None
-        self._record(attachment, state="added", result=result)
+        self._record(attachment, "added", result)
         return convert_result(result, MERGE_VERSION)
 
 
-def run_attachments(key: journal.JournalKey, body: dict[str, Any], *, parallel: bool = False) -> list[dict[str, Any]]:
+def run_attachments(key: journal.JournalKey, body: JournalRecord, *, parallel: bool = False) -> list[Result]:
     """ADD every attachment of `body`; results (1.1.0 shape) in plan order. Stops at the first failure (R27)."""
     runner = _Runner(key, body)
     count = len(body["attachments"])
@@ -61,7 +67,7 @@ def run_attachments(key: journal.JournalKey, body: dict[str, Any], *, parallel: 
 
     with ThreadPoolExecutor(max_workers=min(8, count - 1)) as pool:  # each worker logs with this call's context
         futures = [pool.submit(contextvars.copy_context().run, runner.run_one, i) for i in range(1, count)]
-        outcomes: list[dict[str, Any] | BaseException] = []
+        outcomes: list[Result | BaseException] = []
         for future in futures:
             exc = future.exception()
             outcomes.append(exc if exc is not None else future.result())

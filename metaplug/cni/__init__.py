@@ -5,6 +5,7 @@ Modules (import the one you need; this package imports nothing eagerly, to keep 
   version  supported versions, parsing and comparison (duties 8, 9, 15, 16)
   env      CNI_* environment, CNI_ARGS and stdin parsing (duties 1-9)
   types    pydantic models of configs, results of every version, errors (duties 16, 17, 27-29)
+  documents  type names for the free-form JSON documents (NetConf, Result, JsonObject)
   convert  result conversion between versions, on plain dicts (duty 30)
   invoke   find and execute a delegate binary (duties 7, 18, 24-26)
   runtime  RuntimeConf: what the runtime knows about one attachment (container, netns, ifname, args)

@@ -26,7 +26,7 @@ import socket
 import ssl
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -235,7 +235,7 @@ class KubeClient:
             return None
         return self._object(resp, what)
 
-    def publish_network_status(self, namespace: str, name: str, status: list[dict[str, Any]]) -> None:
+    def publish_network_status(self, namespace: str, name: str, status: Sequence[Mapping[str, object]]) -> None:
         """Set the pod's `k8s.v1.cni.cncf.io/network-status` annotation (R17..R23) through the pods/status subresource.
 
         A JSON merge patch; when the server refuses merge patches (405/415), GET + PUT with the resourceVersion,

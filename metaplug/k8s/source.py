@@ -14,6 +14,7 @@ from metaplug.cni.errors import POD_UID_MISMATCH, CniError
 if TYPE_CHECKING:
     from metaplug.attach.plan import PodRef
     from metaplug.k8s.client import KubeClient
+    from metaplug.merge import NetworkStatusEntry
 
 log = logging.getLogger("metaplug.k8s")
 CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
@@ -66,7 +67,7 @@ class KubeContext:
     def nad_source(self) -> _ApiNads:
         return _ApiNads(self)
 
-    def publish_status(self, status: list[dict[str, Any]]) -> None:
+    def publish_status(self, status: list[NetworkStatusEntry]) -> None:
         """R17-R23: publish network-status; a failure is logged, never fails the pod (it is already attached)."""
         self.client.reset_deadline(self.deadline)
         try:
