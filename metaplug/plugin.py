@@ -424,7 +424,7 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             gc_network_list(conflist, _paths(settings.bin_dir, env) if env.path else paths,
                             delegate_valid.get(name, []), timeout=settings.delegate_timeout)
         except CniError as err:
-            errors.append(f"GC of network {name}: {err}")
+            errors.append(f"GC of conflist {name}: {err}")
     if errors:
         raise CniError(DEL_INCOMPLETE, "GC could not remove everything", "; ".join(errors))
     return None
