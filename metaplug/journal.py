@@ -260,5 +260,7 @@ def runtime_conf(body: Mapping[str, Any], attachment: Mapping[str, Any], netns: 
     from metaplug.cni.runtime import RuntimeConf
 
     return RuntimeConf(container_id=body["containerId"], netns=netns, ifname=attachment["ifname"],
-                       args=list(parse_cni_args(body.get("cniArgs", "")).items()),
+                       # R30: each attachment's own CNI_ARGS (a journal written before they were recorded per
+                       # attachment has only the runtime's, which every attachment then got)
+                       args=list(parse_cni_args(attachment.get("cniArgs", body.get("cniArgs", ""))).items()),
                        capability_args=dict(attachment.get("capabilityArgs") or {}))

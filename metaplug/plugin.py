@@ -86,7 +86,7 @@ def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
 
 def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: journal.JournalKey) -> dict[str, Any]:
     from metaplug import netns
-    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations
+    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations, secondary_cni_args
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
     from metaplug.cni.invoke import find_plugin
 
@@ -118,6 +118,7 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: jou
         "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
         "attachments": [
             {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
+             "cniArgs": env.args if a.cluster else secondary_cni_args(env.args),  # R30
              "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
              "state": "planned", "result": None}
             for a in plan

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 NETWORKS_CNI_ARG = "METAPLUG_NETWORKS"
+# R30: the CNI_ARGS keys every delegate gets. The rest (`IP`, `MAC` that Podman sets from `--ip`/`--mac-address`,
+# and any other per-container setting a runtime makes for its own network) belong to the cluster network.
+GENERIC_CNI_ARGS = ("IgnoreUnknown",)
+GENERIC_CNI_ARG_PREFIXES = ("K8S_POD_",)
 
 
 @dataclass
@@ -57,6 +61,18 @@ def pod_ref(cni_args: Mapping[str, str]) -> PodRef:
         name=cni_args.get("K8S_POD_NAME") or None,
         uid=cni_args.get("K8S_POD_UID") or None,
     )
+
+
+def secondary_cni_args(cni_args: str) -> str:
+    """R30: the runtime's CNI_ARGS as a secondary attachment gets them: only the generic keys (IgnoreUnknown and the
+    K8S_POD_* identity, cni.md 33), in their original order. What a secondary needs beyond that comes from its own
+    selection element (ips, mac, cni-args)."""
+    kept = []
+    for pair in cni_args.split(";"):
+        key = pair.partition("=")[0]
+        if key in GENERIC_CNI_ARGS or key.startswith(GENERIC_CNI_ARG_PREFIXES):
+            kept.append(pair)
+    return ";".join(kept)
 
 
 def runtime_annotations(runtime_config: Mapping[str, Any]) -> dict[str, str] | None:
