@@ -60,6 +60,14 @@ def _journal_verb_setup(env: CniEnv, conf: dict[str, Any]) -> Settings:
     return settings
 
 
+def _check_prev_result(conf: Mapping[str, Any]) -> None:
+    """cni.md 10: a prevResult (metaplug inside a chain) must be a result object; code 7 naming it otherwise."""
+    if conf.get("prevResult") is not None:
+        from metaplug.cni.convert import check_result
+
+        check_result(conf["prevResult"], "prevResult")
+
+
 def _paths(bin_dir: str, env: CniEnv) -> list[str]:
     """binDir is searched before CNI_PATH."""
     return [bin_dir, *[p for p in env.path if p != bin_dir]]
@@ -73,6 +81,7 @@ def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
 
     cfg = load_config(conf)
     _setup(env, cfg.settings)
+    _check_prev_result(conf)
     key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.meta_network, env.ifname)
     with journal.locked(key):
         try:
@@ -312,6 +321,7 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         raise CniError(INCOMPATIBLE_VERSION, "config version does not allow CHECK",
                        f"cniVersion {conf['cniVersion']} < 0.4.0 (cni.md 12)")
     settings = _journal_verb_setup(env, conf)
+    _check_prev_result(conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         try:
