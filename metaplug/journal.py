@@ -247,6 +247,33 @@ def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
                 yield cid, os.path.join(cdir, fname)
 
 
+def recorded_under_other_names(key: JournalKey) -> list[JournalKey]:
+    """Journals of the same container and CNI_IFNAME in this stateDir kept under another meta network name: what an
+    ADD recorded before the configuration's `name` changed (an operator's edit, an upgrade). Read from each body,
+    since a file name `<name>-<ifname>.json` cannot be split back when names contain '-'. Unreadable ones are skipped
+    (the verb of their own name deals with them)."""
+    suffix = f"-{key.ifname}.json"
+    found: list[JournalKey] = []
+    try:
+        names = sorted(os.listdir(key.container_dir))
+    except OSError:
+        return found
+    for fname in names:
+        if not fname.endswith(suffix) or fname == os.path.basename(key.path):
+            continue
+        try:
+            with open(os.path.join(key.container_dir, fname), "rb") as fh:
+                body = decode(fname, fh.read())
+        except (OSError, CorruptJournal):
+            continue
+        network = body.get("network")
+        if (body.get("ifname") == key.ifname and body.get("containerId") == key.container_id
+                and isinstance(network, str) and network != key.meta_network
+                and fname == f"{network}{suffix}"):
+            found.append(key._replace(meta_network=network))
+    return found
+
+
 def warn_dropped(key: JournalKey, attachment: dict[str, Any], error: Exception) -> None:
     log.error(
         "dropping attachment whose ADD never completed and whose DEL fails; check for leftovers by hand",

@@ -255,9 +255,25 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: dict[str, Any]) -> lis
 def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
-    with journal.locked(key, create=False) as exists:
-        if exists:
-            _delete_recorded(key, env, reason="DEL")
+    failures: list[CniError] = []
+    # What ADD recorded for this container and ifname under an earlier `name` of the configuration goes too: one
+    # netns cannot hold two live attachments of the same ifname, so that record is this container's.
+    for target in [key, *journal.recorded_under_other_names(key)]:
+        reason = "DEL"
+        if target is not key:
+            reason = f"DEL of what was recorded under network {target.meta_network!r}"
+            log.warning("the configuration's name changed since ADD; deleting what was recorded under the old name",
+                        extra={"recorded_name": target.meta_network, "network_name": key.meta_network})
+        try:
+            with journal.locked(target, create=False) as exists:
+                if exists:
+                    _delete_recorded(target, env, reason=reason)
+        except CniError as err:
+            failures.append(err)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise CniError(DEL_INCOMPLETE, "DEL: could not delete every attachment", "; ".join(map(str, failures)))
     return None
 
 
@@ -331,6 +347,12 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         if body is None:
             if exists:
                 journal.remove(key)
+            renamed = [k.meta_network for k in journal.recorded_under_other_names(key)]
+            if renamed:
+                raise CniError(UNKNOWN_CONTAINER, "attachments recorded under another network name",
+                               f"container {env.container_id} ifname {env.ifname} was added as network "
+                               f"{', '.join(map(repr, renamed))}; the configuration's name is now "
+                               f"{settings.meta_network!r} (changed since ADD; DEL still removes it)")
             raise CniError(UNKNOWN_CONTAINER, "no attachments recorded for this container",
                            f"container {env.container_id} ifname {env.ifname} in {settings.state_dir}")
         from metaplug import netns
@@ -408,7 +430,17 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
             errors.append(f"{path}: {exc}")
             continue
         if body.get("network") != settings.meta_network:
-            continue  # several meta networks may share a stateDir
+            # Several meta networks may share a stateDir, and a journal under another name may be this network's
+            # own from before its `name` changed: never collected here, and its attachments count as valid for the
+            # delegates' GC, so a shared IPAM never frees their addresses.
+            if (cid, body.get("ifname")) in valid:
+                log.warning("GC: a valid attachment is recorded under another network name (the configuration's "
+                            "name changed since ADD); DEL removes it", extra={"container": cid,
+                            "ifname": body.get("ifname"), "recorded_name": body.get("network")})
+            for attachment in body.get("attachments") or []:
+                name = json.loads(attachment["conflist"])["name"]
+                delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
+            continue
         for attachment in body["attachments"]:
             conflist = load_conflist(attachment["conflist"].encode())
             conflists[conflist["name"]] = (conflist, body["paths"])
