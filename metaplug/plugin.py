@@ -48,7 +48,11 @@ def _setup(env: CniEnv, settings: Settings) -> None:
     from metaplug import log as mplog
 
     mplog.configure(settings.log_level, settings.log_file,
-                    {"verb": env.command, "container": env.container_id, "ifname": env.ifname})
+                    {"verb": env.command, "container": env.container_id, "ifname": env.ifname},
+                    to_stderr=settings.log_to_stderr, rotation=settings.log_rotation)
+    if settings.multus_differences:
+        log.warning("Multus configuration keys that metaplug does not act on as Multus does: "
+                    + "; ".join(settings.multus_differences))
 
 
 def _journal_verb_setup(env: CniEnv, conf: dict[str, Any]) -> Settings:

@@ -145,10 +145,8 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
     secondaries: list[tuple[ResolvedNetwork, SelectionElement | None]] = []
     if pod_ns not in cfg.system_namespaces:
         for ref in cfg.default_networks:
-            namespace, _, name = ref.rpartition("/")
-            resolved = resolver.nad(namespace or cfg.network_namespace, name,
-                                    pod_namespace=namespace or cfg.network_namespace, what="defaultNetworks")
-            secondaries.append((resolved, None))
+            # Multus resolves each like clusterNetwork: a NAD, a conf name in confDir, a directory or a file.
+            secondaries.append((resolver.cluster_network(ref, cfg.network_namespace, what="defaultNetworks"), None))
     for index, delegate in enumerate(cfg.delegates[1:], start=1):
         secondaries.append((resolver.inline(delegate, index), None))
 

@@ -106,24 +106,25 @@ class Resolver:
                 return _load(raw, path)
         return None
 
-    def cluster_network(self, spec: str, network_namespace: str) -> ResolvedNetwork:
-        """`clusterNetwork`: a file path, a directory (first conf), a conf name in confDir, or a NAD `ns/name`."""
+    def cluster_network(self, spec: str, network_namespace: str, what: str = "clusterNetwork") -> ResolvedNetwork:
+        """`clusterNetwork` (and, as Multus, each of `defaultNetworks`): a file path, a directory (first conf), a conf
+        name in confDir, or a NAD (`ns/name`, or a name in `network_namespace`)."""
         if spec.startswith("/"):
             if os.path.isdir(spec):
                 files = [f for f in conf_files(spec) if not os.path.basename(f).startswith("00-metaplug")]
                 if not files:
-                    raise CniError(INVALID_NETWORK_CONFIG, "no CNI configuration found", f"clusterNetwork dir {spec}")
+                    raise CniError(INVALID_NETWORK_CONFIG, "no CNI configuration found", f"{what} dir {spec}")
                 conflist = load_conf_file(files[0])
                 return ResolvedNetwork(conflist["name"], conflist, files[0])
             conflist = load_conf_file(spec)
             return ResolvedNetwork(conflist["name"], conflist, spec)
         if "/" in spec:
             namespace, _, name = spec.partition("/")
-            return self.nad(namespace, name, pod_namespace=namespace, what="clusterNetwork")
+            return self.nad(namespace, name, pod_namespace=namespace, what=what)
         by_name = self.conf_by_name(spec)
         if by_name is not None:
             return ResolvedNetwork(spec, by_name, f"{self.conf_dir} (name {spec})")
-        return self.nad(network_namespace, spec, pod_namespace=network_namespace, what="clusterNetwork")
+        return self.nad(network_namespace, spec, pod_namespace=network_namespace, what=what)
 
     def nad(self, namespace: str, name: str, *, pod_namespace: str, what: str) -> ResolvedNetwork:
         """A NAD's delegate list (R1-R3), enforcing namespace isolation (R29)."""

@@ -55,9 +55,12 @@ def _podman(world: MetaplugWorld, *args: str) -> tuple[int, str]:
     try:
         podman = " ".join(["podman", "--root", str(tmp / "storage"), "--runroot", run_root,
                            "--tmpdir", str(tmp / "ptmp"), *args])
-        # `ip netns exec` mounts a fresh /sys without cgroups; crun insists on a cgroup filesystem there even with
-        # --cgroups=disabled. Everything mounted here lives and dies with the private mount namespace.
-        script = ("mount --make-rprivate / && mount -t tmpfs none /run/netns "
+        # Podman, crun and libcni write /run (crun state, netns mounts), /dev/shm (locks), /var/lib/cni (libcni's
+        # result cache) and /var/tmp: all on tmpfs here, in a private mount namespace that dies with the process.
+        # `ip netns exec` mounts a fresh /sys without cgroups, and crun insists on a cgroup filesystem there even
+        # with --cgroups=disabled.
+        private = " && ".join(f"mount -t tmpfs none {d}" for d in ("/run", "/dev/shm", "/var/lib", "/var/tmp"))
+        script = (f"mount --make-rprivate / && {private} && mkdir /run/netns "
                   f"&& mount -t cgroup2 none /sys/fs/cgroup && exec {podman}")
         proc = world.node.exec(["unshare", "-m", "sh", "-c", script], check=False, timeout=180,
                                env={"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin",

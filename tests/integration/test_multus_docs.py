@@ -1,0 +1,162 @@
+"""The configurations and NetworkAttachmentDefinitions of Multus's own documentation (its configuration reference,
+its how-to), used unchanged, behave with Multus's semantics (issue 10.4). Only what must point into the test's
+world is re-pointed: host paths (confDir, cniDir, binDir, logFile, clusterNetwork, kubeconfig) to temp dirs. The NAD
+`macvlan-conf` keeps `"master": "eth0"` (the node namespace has its own eth0) and host-local's default dataDir
+(/var/lib/cni/networks, inside a private mount namespace). Real namespaces, reference plugins, the API simulator."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from metaplug.netns import run_in_netns
+from tests.helpers.kube_sim import KubeSim
+from tests.helpers.metaplug_env import MetaplugWorld
+from tests.helpers.netns import VENV_BIN, Netns
+
+# its configuration reference, "Example configuration using clusterNetwork" (its last key is unquoted there, i.e. not
+# JSON; quoted here as a user fixing it would: Multus itself has no such key and ignores it).
+DOCS_CLUSTER_NETWORK_CONFIG: dict[str, Any] = {
+    "cniVersion": "0.3.1", "name": "node-cni-network", "type": "multus",
+    "kubeconfig": "/etc/kubernetes/node-kubeconfig.yaml", "confDir": "/etc/cni/multus/net.d",
+    "cniDir": "/var/lib/cni/multus", "binDir": "/opt/cni/bin", "logFile": "/var/log/multus.log",
+    "logLevel": "debug", "logOptions": {"maxAge": 5, "maxSize": 100, "maxBackups": 5, "compress": True},
+    "capabilities": {"portMappings": True}, "namespaceIsolation": False,
+    "clusterNetwork": "/etc/cni/net.d/99-flannel.conf", "defaultNetworks": ["sidecarCRD", "exampleNetwork"],
+    "systemNamespaces": ["kube-system", "admin"], "multusNamespace": "kube-system",
+    "auxiliaryCNIChainName": "cni-chain-config", "allowTryDeleteOnErr": False,
+}
+
+# its configuration reference "Namespace Isolation" and its how-to: the NAD's spec.config.
+DOCS_MACVLAN_CONF: dict[str, Any] = {
+    "cniVersion": "0.3.0", "type": "macvlan", "master": "eth0", "mode": "bridge",
+    "ipam": {"type": "host-local", "subnet": "192.168.1.0/24", "rangeStart": "192.168.1.200",
+             "rangeEnd": "192.168.1.216", "routes": [{"dst": "0.0.0.0/0"}], "gateway": "192.168.1.1"},
+}
+
+UID = "6f0c3f4e-93e2-4a4f-9d43-5d2a0c1b7e21"
+
+
+def pod_args(namespace: str, name: str = "samplepod") -> str:
+    return (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={namespace};K8S_POD_NAME={name};"
+            f"K8S_POD_INFRA_CONTAINER_ID=c1;K8S_POD_UID={UID}")
+
+
+@pytest.fixture
+def docs_world(world: MetaplugWorld) -> MetaplugWorld:
+    world.factory.veth_uplink(world.node, "eth0")  # the NAD's master, inside the node namespace only
+    world.private_var_lib = world.tmp / "var-lib"
+    return world
+
+
+@pytest.fixture
+def sim(docs_world: MetaplugWorld) -> Iterator[KubeSim]:
+    kube = KubeSim()
+    run_in_netns(docs_world.node.path, kube.start)
+    try:
+        yield kube
+    finally:
+        kube.stop()
+
+
+def repointed(world: MetaplugWorld, config: dict[str, Any], **paths: Any) -> dict[str, Any]:
+    """The docs' config with its host paths moved into the test's world; every other key unchanged."""
+    conf = copy.deepcopy(config)
+    conf.update({"confDir": str(world.conf_dir), "cniDir": str(world.tmp / "multus-cache"), "binDir": str(VENV_BIN),
+                 "logFile": str(world.tmp / "multus.log"), "stateDir": str(world.state_dir), **paths})
+    return conf
+
+
+def host_local_leases(world: MetaplugWorld) -> list[str]:
+    root = world.tmp / "var-lib" / "cni" / "networks"
+    if not root.exists():
+        return []
+    return sorted(f"{d.name}/{f.name}" for d in root.iterdir() for f in d.iterdir() if f.name[0].isdigit())
+
+
+def test_docs_cluster_network_config_with_the_api(docs_world: MetaplugWorld, sim: KubeSim, pod: Netns) -> None:
+    world = docs_world
+    flannel_like = world.tmp / "net.d-host" / "99-flannel.conf"  # the cluster network file (a bridge here)
+    flannel_like.parent.mkdir()
+    ipam = {"type": "host-local", "dataDir": str(world.ipam_dir), "subnet": "10.244.1.0/24"}
+    flannel_like.write_text(json.dumps({"cniVersion": "0.3.1", "name": "cbr0", "type": "bridge", "bridge": "mpcbr0",
+                                        "isGateway": True, "ipam": ipam}))
+    # defaultNetworks name confs in confDir (they are no valid NAD names; Multus falls back to the conf's name)
+    for name, subnet, bridge in (("sidecarCRD", "10.60.0.0/24", "mpside0"), ("exampleNetwork", "10.61.0.0/24",
+                                                                           "mpexam0")):
+        (world.conf_dir / f"{name}.conf").write_text(json.dumps(
+            {"cniVersion": "0.3.1", "name": name, "type": "bridge", "bridge": bridge,
+             "ipam": {"type": "host-local", "dataDir": str(world.ipam_dir), "subnet": subnet}}))
+    sim.add_nad("development", "macvlan-conf", json.dumps(DOCS_MACVLAN_CONF))
+    sim.add_pod("development", "samplepod", uid=UID, annotations={"k8s.v1.cni.cncf.io/networks": "macvlan-conf"})
+    conf = repointed(world, DOCS_CLUSTER_NETWORK_CONFIG, clusterNetwork=str(flannel_like),
+                     kubeconfig=sim.kubeconfig(world.tmp / "kube" / "config", mode="token"))
+
+    add = world.call("ADD", conf, pod=pod, args=pod_args("development"))
+    assert add.code == 0, add.stdout + add.stderr
+    assert pod.addresses("eth0") == ["10.244.1.2/24"]
+    assert pod.addresses("net1") == ["10.60.0.2/24"] and pod.addresses("net2") == ["10.61.0.2/24"]
+    assert pod.addresses("net3") == ["192.168.1.200/24"]  # rangeStart of the docs' NAD
+    assert host_local_leases(world) == ["macvlan-conf/192.168.1.200"]
+    status = json.loads(sim.annotations("development", "samplepod")["k8s.v1.cni.cncf.io/network-status"])
+    assert [(s["name"], s["interface"]) for s in status] == [
+        ("cbr0", "eth0"), ("sidecarCRD", "net1"), ("exampleNetwork", "net2"), ("development/macvlan-conf", "net3")]
+    log = [json.loads(line) for line in (world.tmp / "multus.log").read_text().splitlines()]
+    assert any(line["level"] == "debug" for line in log)  # logLevel debug, to logFile
+    # auxiliaryCNIChainName: no chain directory next to the cluster network file, so nothing more to attach
+    assert not pod.has_link("net4")
+    assert not (world.tmp / "multus-cache").exists()  # cniDir is Multus's cache: metaplug never writes it
+
+    assert world.call("DEL", conf, pod=pod, args=pod_args("development")).code == 0
+    assert set(pod.links()) == {"lo"}
+    assert host_local_leases(world) == [] and world.reservations() == [] and world.state_files() == []
+
+
+def test_docs_system_namespaces_get_no_default_networks(docs_world: MetaplugWorld, pod: Netns) -> None:
+    world = docs_world
+    cluster = world.tmp / "99-flannel.conf"
+    cluster.write_text(json.dumps(world.bridge_net("cbr0", "10.244.1.0/24", "mpcbr0")))
+    (world.conf_dir / "sidecar.conf").write_text(json.dumps(
+        {"cniVersion": "0.3.1", "name": "sidecarCRD", "type": "bridge", "bridge": "mpside0",
+         "ipam": {"type": "host-local", "dataDir": str(world.ipam_dir), "subnet": "10.60.0.0/24"}}))
+    conf = repointed(world, DOCS_CLUSTER_NETWORK_CONFIG, clusterNetwork=str(cluster),
+                     defaultNetworks=["sidecarCRD"])
+    del conf["kubeconfig"]
+    for namespace, links in (("admin", {"lo", "eth0"}), ("development", {"lo", "eth0", "net1"})):
+        add = world.call("ADD", conf, pod=pod, args=pod_args(namespace))
+        assert add.code == 0, add.stdout + add.stderr
+        assert set(pod.links()) == links
+        assert world.call("DEL", conf, pod=pod, args=pod_args(namespace)).code == 0
+
+
+@pytest.mark.parametrize("global_namespaces,reference,allowed", [
+    (None, "privileged/macvlan-conf", False),  # the docs' refused pod
+    (None, "macvlan-conf", True),  # the docs' positive example: the pod's own namespace
+    (None, "default/macvlan-conf", True),  # `default` is global while globalNamespaces is unset
+    ("privileged", "default/macvlan-conf", False),  # a given list replaces it ...
+    ("privileged", "privileged/macvlan-conf", True),
+    ("default,privileged", "default/macvlan-conf", True),  # ... so `default` must be listed to stay global
+])
+def test_docs_namespace_isolation(docs_world: MetaplugWorld, pod: Netns, global_namespaces: str | None,
+                                  reference: str, allowed: bool) -> None:
+    world = docs_world
+    for namespace in ("privileged", "development", "default"):
+        world.add_nad("macvlan-conf", DOCS_MACVLAN_CONF, namespace=namespace)
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"), namespaceIsolation=True)
+    if global_namespaces is not None:
+        conf["globalNamespaces"] = global_namespaces
+    conf = world.annotated(conf, reference)
+    add = world.call("ADD", conf, pod=pod, args=pod_args("development"))
+    if not allowed:
+        assert add.code == 1 and add.json["code"] == 7, add.stdout
+        assert "namespace isolation" in add.json["msg"] and "development" in add.json["details"]
+        assert set(pod.links()) == {"lo"} and host_local_leases(world) == []
+        return
+    assert add.code == 0, add.stdout + add.stderr
+    assert pod.addresses("net1") == ["192.168.1.200/24"]
+    assert world.call("DEL", conf, pod=pod, args=pod_args("development")).code == 0
+    assert set(pod.links()) == {"lo"} and host_local_leases(world) == []
