@@ -99,7 +99,14 @@ def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
 
 def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: journal.JournalKey) -> dict[str, Any]:
     from metaplug import netns
-    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations, secondary_cni_args
+    from metaplug.attach.plan import (
+        PlanInputs,
+        build_plan,
+        describe,
+        pod_ref,
+        runtime_annotations,
+        secondary_cni_args,
+    )
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
     from metaplug.cni.invoke import find_plugin
 
@@ -122,7 +129,12 @@ def _add_locked(env: CniEnv, conf: dict[str, Any], cfg: MetaplugConfig, key: jou
     paths = _paths(cfg.bin_dir, env)
     for attachment in plan:  # every binary found before the first delegate runs
         for plugin in attachment.conflist["plugins"]:
-            find_plugin(plugin["type"], paths)
+            try:
+                find_plugin(plugin["type"], paths)
+            except CniError as err:  # issue 10.5: name who needed the missing binary
+                who = describe(attachment.ifname, attachment.status_name, cluster=attachment.cluster,
+                               source=attachment.source)
+                raise CniError(err.code, f"{who} needs plugin {plugin['type']!r}: {err.msg}", err.details) from None
     _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
 
     body: dict[str, Any] = {

@@ -45,6 +45,21 @@ class Attachment:
     capability_args: dict[str, Any] = field(default_factory=dict)
     cluster: bool = False
     default_route: tuple[str, ...] = ()  # R13 gateways when this attachment owns the default route
+    source: str = ""  # where its configuration came from (ResolvedNetwork.source), for messages
+
+
+def describe(ifname: str, network: str, *, cluster: bool, source: str = "") -> str:
+    """An attachment as error messages name it: its ifname and the network that asked for it (issue 10.5).
+    `network` is the network-status name: `<namespace>/<name>` for a NetworkAttachmentDefinition."""
+    if cluster:
+        what = f"cluster network {network}"
+    elif "/" in network:
+        what = f"NetworkAttachmentDefinition {network}"
+    else:
+        what = f"network {network}"
+    if source and source != network:
+        what += f" from {source}"
+    return f"attachment {ifname} ({what})"
 
 
 @dataclass
@@ -140,7 +155,7 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
                        "set clusterNetwork or delegates in metaplug's configuration")
     plan = [Attachment(inputs.ifname, cluster.status_name, cluster.conflist,
                        # R30: the runtime's runtimeConfig goes to the cluster network only.
-                       capability_args=dict(inputs.runtime_config), cluster=True)]
+                       capability_args=dict(inputs.runtime_config), cluster=True, source=cluster.source)]
 
     secondaries: list[tuple[ResolvedNetwork, SelectionElement | None]] = []
     if pod_ns not in cfg.system_namespaces:
@@ -192,7 +207,7 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
             if sel.cni_args:
                 conflist = _merge_cni_args(conflist, sel.cni_args)
         plan.append(Attachment(ifname, resolved.status_name, conflist, capability_args=caps,
-                               default_route=sel.default_route if sel is not None else ()))
+                               default_route=sel.default_route if sel is not None else (), source=resolved.source))
 
     if existing_ifnames is not None:
         present = existing_ifnames()
