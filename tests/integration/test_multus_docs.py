@@ -143,6 +143,7 @@ def test_docs_system_namespaces_get_no_default_networks(docs_world: MetaplugWorl
 ])
 def test_docs_namespace_isolation(docs_world: MetaplugWorld, pod: Netns, global_namespaces: str | None,
                                   reference: str, allowed: bool) -> None:
+    """R29 with Multus's rule: the pod's own namespace, the globalNamespaces, and `default` while none are given."""
     world = docs_world
     for namespace in ("privileged", "development", "default"):
         world.add_nad("macvlan-conf", DOCS_MACVLAN_CONF, namespace=namespace)
