@@ -116,10 +116,17 @@ class RotatingLogFile(logging.Handler):
         return directory or ".", stem, ext
 
     def _backup_name(self) -> str:
+        """A timestamped name no backup has yet (called under the rotation lock; two rotations in one millisecond
+        take the next millisecond)."""
         directory, stem, ext = self._split()
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}"
-        return os.path.join(directory, f"{stem}-{stamp}{ext}")
+        millis = int(time.time() * 1000)
+        while True:
+            seconds, ms = divmod(millis, 1000)
+            stamp = time.strftime("%Y-%m-%dT%H-%M-%S", time.gmtime(seconds)) + f".{ms:03d}"
+            path = os.path.join(directory, f"{stem}-{stamp}{ext}")
+            if not os.path.exists(path) and not os.path.exists(path + ".gz"):
+                return path
+            millis += 1
 
     def _prune(self) -> None:
         import calendar

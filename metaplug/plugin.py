@@ -453,17 +453,13 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
                 log.warning("GC: a valid attachment is recorded under another network name (the configuration's "
                             "name changed since ADD); DEL removes it", extra={"container": cid,
                             "ifname": body.get("ifname"), "recorded_name": body.get("network")})
-            for attachment in body.get("attachments") or []:
-                name = json.loads(attachment["conflist"])["name"]
-                delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
+            _count_as_valid(delegate_valid, cid, body)
             continue
         for attachment in body["attachments"]:
             conflist = load_conflist(attachment["conflist"].encode())
             conflists[conflist["name"]] = (conflist, body["paths"])
         if (cid, body.get("ifname")) in valid:
-            for attachment in body["attachments"]:
-                name = json.loads(attachment["conflist"])["name"]
-                delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
+            _count_as_valid(delegate_valid, cid, body)
             continue
         key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"])
         # cni.md 14 lets GC assume the netns is gone; when it still exists, DEL inside it so nothing is left.
@@ -485,6 +481,13 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     if errors:
         raise CniError(DEL_INCOMPLETE, "GC could not remove everything", "; ".join(errors))
     return None
+
+
+def _count_as_valid(delegate_valid: dict[str, list[dict[str, str]]], cid: str, body: dict[str, Any]) -> None:
+    """GC: every attachment of this journal is valid for its delegate conflist (with its own ifname)."""
+    for attachment in body.get("attachments") or []:
+        name = json.loads(attachment["conflist"])["name"]
+        delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
 
 
 HANDLERS: dict[str, skel.Handler] = {
