@@ -106,8 +106,6 @@ def multus_differences(raw: dict[str, Any]) -> tuple[str, ...]:
     """Multus keys metaplug accepts but does not act on as Multus does: named in ONE warning line per call
     (plugin._setup), never ignored silently."""
     notes = []
-    if raw.get("auxiliaryCNIChainName"):
-        notes.append("auxiliaryCNIChainName (no auxiliary chain is run)")
     if raw.get("retryDeleteOnError") is False:
         notes.append("retryDeleteOnError=false (an attachment whose DEL failed is always kept for the runtime's "
                      "next DEL)")

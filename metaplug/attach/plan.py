@@ -172,6 +172,10 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
         resolved = resolver.nad(element.namespace, element.name, pod_namespace=pod_ns,
                                 what=f"network {element.index} ({element.namespace}/{element.name})")
         secondaries.append((resolved, element))
+    if cfg.auxiliary_chain:  # Multus: the auxiliary chain runs last, on an ifname of its own
+        aux = resolver.auxiliary_chain(cfg.auxiliary_chain, cfg.cluster_network, cfg.cni_version)
+        if aux is not None:
+            secondaries.append((aux, None))
 
     taken = {inputs.ifname}
     explicit: set[str] = set()

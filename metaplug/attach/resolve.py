@@ -20,6 +20,8 @@ from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # R1
 CONF_SUFFIXES = (".conflist", ".conf", ".json")
+# Multus's auxiliary chain opens with its `passthru` plugin (an empty result, so chained-only plugins get a prevResult)
+PASSTHRU = {"type": "passthru", "name": "passthru-cni"}
 
 
 class NadSource(Protocol):
@@ -170,6 +172,32 @@ class Resolver:
                            f"{what}: {status_name} spec.config must be a JSON object")
         raw.setdefault("name", name)  # R3
         return ResolvedNetwork(status_name, _load(raw, f"NetworkAttachmentDefinition {status_name}"), status_name)
+
+    def auxiliary_chain(self, chain_name: str, cluster_network: str | None, cni_version: str
+                        ) -> ResolvedNetwork | None:
+        """Multus's `auxiliaryCNIChainName`: the `.conf` plugin files of `<directory of clusterNetwork>/<name>/`
+        (libcni's subdirectory plugin loading, CNI #1052: name order, subdirectories skipped), chained after
+        passthru in a list named `chain_name` with metaplug's own cniVersion; None when the directory has none."""
+        if not cluster_network or not cluster_network.startswith("/"):
+            raise CniError(INVALID_NETWORK_CONFIG, "auxiliaryCNIChainName needs a clusterNetwork file path",
+                           f"the chain's directory is next to clusterNetwork, which is {cluster_network!r}")
+        directory = os.path.join(os.path.dirname(cluster_network), chain_name)
+        plugins = []
+        for path in conf_files(directory):
+            if not path.endswith(".conf"):
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    plugin = json.load(fh)
+            except (OSError, ValueError) as exc:
+                raise CniError(INVALID_NETWORK_CONFIG, "cannot read auxiliary chain plugin", f"{path}: {exc}") from None
+            if not isinstance(plugin, dict) or not plugin.get("type"):
+                raise CniError(INVALID_NETWORK_CONFIG, "invalid auxiliary chain plugin", f"{path}: missing 'type'")
+            plugins.append(plugin)
+        if not plugins:
+            return None
+        conflist = {"cniVersion": cni_version, "name": chain_name, "plugins": [dict(PASSTHRU), *plugins]}
+        return ResolvedNetwork(chain_name, _load(conflist, f"auxiliary chain {directory}"), directory)
 
     def inline(self, delegate: dict[str, Any], index: int) -> ResolvedNetwork:
         """A network config given inline in metaplug's `delegates` list."""

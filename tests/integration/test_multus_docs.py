@@ -161,3 +161,52 @@ def test_docs_namespace_isolation(docs_world: MetaplugWorld, pod: Netns, global_
     assert pod.addresses("net1") == ["192.168.1.200/24"]
     assert world.call("DEL", conf, pod=pod, args=pod_args("development")).code == 0
     assert set(pod.links()) == {"lo"} and host_local_leases(world) == []
+
+
+def _passthru_bin(world: MetaplugWorld) -> None:
+    """Multus's chain opens with a plugin called `passthru`: the bundled mp-passthru under that name."""
+    bin_dir = world.tmp / "aux-bin"
+    bin_dir.mkdir()
+    (bin_dir / "passthru").symlink_to(VENV_BIN / "mp-passthru")
+    world.cni_path = f"{bin_dir}:{world.cni_path}"
+
+
+def test_docs_auxiliary_chain_runs_the_subdirectory_plugins(docs_world: MetaplugWorld, pod: Netns) -> None:
+    """auxiliaryCNIChainName: the `.conf` files of `<dir of clusterNetwork>/<name>/` run as one more chained
+    attachment (passthru first, then in file name order); other files and subdirectories there are not plugins."""
+    world = docs_world
+    _passthru_bin(world)
+    host_dir = world.tmp / "net.d-host"
+    chain_dir = host_dir / "cni-chain-config"
+    (chain_dir / "sub").mkdir(parents=True)
+    cluster = host_dir / "99-flannel.conf"
+    cluster.write_text(json.dumps(world.bridge_net("cbr0", "10.244.1.0/24", "mpcbr0")))
+    # the docs' tuning example, on eth0 (the auxiliary chain's own ifname has no device)
+    (chain_dir / "mytuning.conf").write_text(json.dumps(
+        {"name": "mytuning", "type": "tuning", "sysctl": {"net.ipv4.conf.eth0.arp_filter": "1"}}))
+    (chain_dir / "notes.json").write_text("not a plugin")
+    (chain_dir / "sub" / "other.conf").write_text("not read either")
+    conf = repointed(world, DOCS_CLUSTER_NETWORK_CONFIG, clusterNetwork=str(cluster), defaultNetworks=[])
+    del conf["kubeconfig"]
+    add = world.call("ADD", conf, pod=pod, args=pod_args("development"))
+    assert add.code == 0, add.stdout + add.stderr
+    assert pod.exec(["cat", "/proc/sys/net/ipv4/conf/eth0/arp_filter"]).stdout.decode().strip() == "1"
+    assert set(pod.links()) == {"lo", "eth0"}
+    journal = json.loads(next(world.state_dir.rglob("*.json")).read_text())["body"]
+    aux = journal["attachments"][-1]
+    assert (aux["network"], aux["ifname"]) == ("cni-chain-config", "net1")
+    assert [p["type"] for p in json.loads(aux["conflist"])["plugins"]] == ["passthru", "tuning"]
+    assert json.loads(aux["conflist"])["cniVersion"] == "0.3.1"  # Multus's own cniVersion
+    assert not any("auxiliaryCNIChainName" in line for line in (world.tmp / "multus.log").read_text().splitlines())
+    assert world.call("DEL", conf, pod=pod, args=pod_args("development")).code == 0
+    assert set(pod.links()) == {"lo"} and world.state_files() == [] and world.reservations() == []
+
+
+def test_auxiliary_chain_needs_a_cluster_network_file(docs_world: MetaplugWorld, pod: Netns) -> None:
+    world = docs_world
+    world.add_nad("flannel", world.bridge_net("flannel", "10.244.1.0/24", "mpcbr0"), namespace="kube-system")
+    conf = repointed(world, DOCS_CLUSTER_NETWORK_CONFIG, clusterNetwork="kube-system/flannel", defaultNetworks=[])
+    del conf["kubeconfig"]
+    add = world.call("ADD", conf, pod=pod, args=pod_args("development"))
+    assert add.code == 1 and add.json["code"] == 7 and "auxiliaryCNIChainName" in add.json["msg"], add.stdout
+    assert set(pod.links()) == {"lo"}
