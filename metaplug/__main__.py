@@ -1,4 +1,5 @@
-"""Entry point. With CNI_COMMAND set, metaplug is a CNI plugin; otherwise it is the operator's command line.
+"""Entry point. With CNI_COMMAND set, metaplug is a CNI plugin; otherwise it is the operator's command line (cni.md
+duty 1's "about" line is then printed by the CLI when it runs without arguments, see cli.py).
 
 Kept tiny: this module is imported on every CNI call.
 """
@@ -10,7 +11,7 @@ import sys
 
 
 def main() -> None:
-    if os.environ.get("CNI_COMMAND") or len(sys.argv) <= 1:
+    if os.environ.get("CNI_COMMAND"):
         _plugin_main()
     from metaplug.cli import main as cli_main
 

@@ -1,10 +1,22 @@
 """The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `daemon`, `state`, `install`,
-`uninstall`, `version`."""
+`uninstall`, `version` (also `--version`).
+
+`metaplug` with neither arguments nor CNI_COMMAND prints the help on stdout and, for cni.md duty 1, the one-line
+"about" text with the supported CNI versions on stderr, and exits 0: what a runtime or a person probing the binary
+expects from a CNI plugin, and what a person typing `metaplug` expects from a command.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
+
+
+def version_line() -> str:
+    from metaplug import __version__
+    from metaplug.cni.version import SUPPORTED_VERSIONS
+
+    return f"metaplug {__version__}; CNI versions {', '.join(SUPPORTED_VERSIONS)}"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -13,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="A Multus-style CNI meta-plugin. Run by a container runtime with CNI_COMMAND set; "
                     "without it, these subcommands help operators.",
     )
+    parser.add_argument("--version", action="version", version=version_line())
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="attach three networks to a fresh network namespace and show the result (root)")
     demo.add_argument("--keep", action="store_true", help="keep the namespaces and files (prints how to remove them)")
@@ -31,12 +44,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    if args.command == "version":
-        from metaplug import __version__
+    parser = build_parser()
+    if not argv:
+        from metaplug.cni.skel import about_line
         from metaplug.cni.version import SUPPORTED_VERSIONS
 
-        print(f"metaplug {__version__}; CNI versions {', '.join(SUPPORTED_VERSIONS)}")
+        print(about_line("metaplug", SUPPORTED_VERSIONS), file=sys.stderr)  # cni.md 1
+        parser.print_help()
+        return 0
+    args = parser.parse_args(argv)
+    if args.command == "version":
+        print(version_line())
         return 0
     if args.command == "demo":
         from metaplug.demo import run_demo

@@ -4,7 +4,7 @@ One module, one entry point per need:
 - `Settings.from_raw(raw)` (DEL, CHECK, GC): the few paths and knobs a journal-driven verb needs (the meta network's
   name, stateDir, binDir, logging, delegateTimeout), read by hand. Those verbs never pay for pydantic.
 - `load_config(raw)` (ADD, STATUS): every key validated by pydantic-core (pydantic's validation engine), Multus
-  spellings accepted as aliases (`cniDir`, `readinessindicatorfile`, `multusNamespace`, `loglevel`); the result is a
+  spellings accepted as aliases (`readinessindicatorfile`, `multusNamespace`, `loglevel`); the result is a
   `MetaplugConfig`, whose `.settings` is the lean view of the same values, so ADD parses its configuration once.
 A bad value is CNI error 7 naming the key as written.
 
@@ -28,9 +28,12 @@ if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
     from pydantic_core import core_schema as cs
 
+    from metaplug.log import LogRotation
+
 DEFAULT_CONF_DIR = "/etc/cni/metaplug/net.d"
 DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_STATE_DIR = "/var/lib/cni/metaplug"
+MULTUS_CACHE_DIR = "/var/lib/cni/multus"  # Multus's `cniDir`: its own cache; metaplug's record is in stateDir
 DEFAULT_DELEGATE_TIMEOUT = 60.0
 LOG_LEVELS = ("debug", "verbose", "info", "warning", "error", "panic")
 
@@ -63,6 +66,52 @@ def _string(raw: dict[str, Any], keys: tuple[str, ...], default: str) -> str:
     return default
 
 
+def _reject_conflist(raw: dict[str, Any]) -> None:
+    """metaplug gets ONE plugin's configuration on stdin (the runtime injects `name` and `cniVersion` into it); a
+    whole network configuration list there means metaplug was run by hand, or wrapped in something that passes
+    lists on."""
+    if "plugins" in raw and "type" not in raw:
+        raise CniError(INVALID_NETWORK_CONFIG, "a network configuration list was given where metaplug expects its "
+                       "plugin configuration",
+                       "stdin has 'plugins': a runtime passes each plugin its own entry of the list, with the list's "
+                       "name and cniVersion; run the list through a runtime (python -m metaplug.cni.tool add LIST "
+                       "NETNS) or pass the metaplug entry itself")
+
+
+def _log_rotation(raw: dict[str, Any]) -> LogRotation:
+    """`logOptions` read by hand (DEL, CHECK, GC): what ADD validated, with Multus's defaults for what is unset."""
+    from metaplug.log import LogRotation
+
+    options = raw.get("logOptions")
+    if not isinstance(options, dict):
+        return LogRotation()
+    defaults = LogRotation()
+    values: dict[str, Any] = {}
+    for key, attr in LOG_OPTION_KEYS.items():
+        value = options.get(key)
+        if attr == "compress":
+            values[attr] = value if isinstance(value, bool) else defaults.compress
+        else:
+            ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            values[attr] = value if ok else getattr(defaults, attr)
+    return LogRotation(**values)
+
+
+# Multus's logOptions keys -> LogRotation fields.
+LOG_OPTION_KEYS = {"maxSize": "max_size_mb", "maxBackups": "max_backups", "maxAge": "max_age_days",
+                   "compress": "compress"}
+
+
+def multus_differences(raw: dict[str, Any]) -> tuple[str, ...]:
+    """Multus keys metaplug accepts but does not act on as Multus does: named in ONE warning line per call
+    (plugin._setup), never ignored silently."""
+    notes = []
+    if raw.get("retryDeleteOnError") is False:
+        notes.append("retryDeleteOnError=false (an attachment whose DEL failed is always kept for the runtime's "
+                     "next DEL)")
+    return tuple(notes)
+
+
 class Settings(NamedTuple):
     """What every verb needs, read without pydantic. `meta_network` is metaplug's own network name (the `name` of the
     runtime's conflist): it names the journal files and tells apart several meta networks sharing a stateDir."""
@@ -73,9 +122,13 @@ class Settings(NamedTuple):
     log_level: str
     log_file: str | None
     delegate_timeout: float
+    log_to_stderr: bool = True
+    log_rotation: LogRotation | None = None
+    multus_differences: tuple[str, ...] = ()
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> Settings:
+        _reject_conflist(raw)
         # cni.md 5: the name also names the journal files, so it must never carry a path separator.
         validate_network_name(raw.get("name"))
         log_file = raw.get("logFile")
@@ -86,6 +139,9 @@ class Settings(NamedTuple):
             log_level=_string(raw, ("logLevel", "loglevel"), "warning").lower(),
             log_file=log_file if isinstance(log_file, str) and log_file else None,
             delegate_timeout=_number(raw, "delegateTimeout", DEFAULT_DELEGATE_TIMEOUT),
+            log_to_stderr=raw.get("logToStderr") is not False,
+            log_rotation=_log_rotation(raw),
+            multus_differences=multus_differences(raw),
         )
 
 
@@ -115,13 +171,17 @@ FIELDS: tuple[Field, ...] = (
     Field("cluster_network", ("clusterNetwork",), "optional str"),
     Field("delegates", ("delegates",), "objects", factory=list),
     Field("default_networks", ("defaultNetworks",), "str list", factory=list),
-    Field("conf_dir", ("confDir", "cniDir"), "str", DEFAULT_CONF_DIR),
+    Field("conf_dir", ("confDir",), "str", DEFAULT_CONF_DIR),
+    # Multus's data directory (its scratch copies of the delegates, libcni's result cache), not a confDir: accepted
+    # and kept, never read or written (metaplug records what it made in stateDir).
+    Field("multus_cache_dir", ("cniDir",), "str", MULTUS_CACHE_DIR),
     Field("bin_dir", ("binDir",), "str", DEFAULT_BIN_DIR),
     Field("state_dir", ("stateDir",), "str", DEFAULT_STATE_DIR),
     Field("readiness_indicator_file", ("readinessIndicatorFile", "readinessindicatorfile"), "optional str"),
     Field("readiness_timeout", ("readinessTimeout",), "positive number", 30.0),
     Field("namespace_isolation", ("namespaceIsolation",), "bool", False),
-    Field("global_namespaces", ("globalNamespaces",), "comma list", factory=list),
+    # R29 as Multus: unset (or empty), the `default` namespace is usable from every namespace; a list replaces it.
+    Field("global_namespaces", ("globalNamespaces",), "global namespaces", factory=lambda: ["default"]),
     Field("system_namespaces", ("systemNamespaces",), "str list", factory=lambda: ["kube-system"]),
     Field("network_namespace", ("networkNamespace", "multusNamespace"), "str", "kube-system"),
     Field("result", ("result",), "result", "merged"),
@@ -129,6 +189,10 @@ FIELDS: tuple[Field, ...] = (
     Field("delegate_timeout", ("delegateTimeout",), "positive number", DEFAULT_DELEGATE_TIMEOUT),
     Field("log_level", ("logLevel", "loglevel"), "log level", "warning"),
     Field("log_file", ("logFile",), "optional str"),
+    Field("log_to_stderr", ("logToStderr",), "bool", True),
+    Field("log_options", ("logOptions",), "log options", factory=dict),
+    Field("auxiliary_chain", ("auxiliaryCNIChainName",), "optional str"),
+    Field("retry_delete_on_error", ("retryDeleteOnError",), "bool", False),
     Field("capabilities", ("capabilities",), "capabilities", factory=dict),
     Field("kubeconfig", ("kubeconfig",), "optional str"),
     Field("kube_deadline", ("kubeDeadline",), "positive number", 5.0),
@@ -140,6 +204,11 @@ def _split_commas(value: Any) -> Any:
     if isinstance(value, str):
         return [v.strip() for v in value.split(",") if v.strip()]
     return value
+
+
+def _or_default_namespace(value: list[str]) -> list[str]:
+    """Multus: with no globalNamespaces the `default` namespace is global (k8sclient's non-isolated namespaces)."""
+    return value or ["default"]
 
 
 def _log_level(value: str) -> str:
@@ -155,11 +224,16 @@ def _schemas() -> dict[str, cs.CoreSchema]:
 
     text = cs.str_schema(min_length=1)
     texts = cs.list_schema(text)
+    flag, count = cs.bool_schema(strict=True), cs.int_schema(ge=0, strict=True)
     return {
         "str": text,
         "optional str": cs.nullable_schema(text),
         "str list": texts,
-        "comma list": cs.no_info_before_validator_function(_split_commas, texts),
+        "global namespaces": cs.no_info_after_validator_function(
+            _or_default_namespace, cs.no_info_before_validator_function(_split_commas, texts)),
+        "log options": cs.typed_dict_schema({
+            key: cs.typed_dict_field(flag if key == "compress" else count, required=False)
+            for key in LOG_OPTION_KEYS}, extra_behavior="ignore"),
         "objects": cs.list_schema(cs.dict_schema(cs.str_schema(), cs.any_schema())),
         "positive number": cs.float_schema(gt=0),
         "bool": cs.bool_schema(),
@@ -211,18 +285,25 @@ class MetaplugConfig:
     delegate_timeout: float
     log_level: str
     log_file: str | None
+    log_to_stderr: bool
+    log_options: dict[str, Any]
+    auxiliary_chain: str | None
+    retry_delete_on_error: bool
+    multus_cache_dir: str
     capabilities: dict[str, bool]
     kubeconfig: str | None
     kube_deadline: float
 
-    def __init__(self, values: dict[str, Any]) -> None:
+    def __init__(self, values: dict[str, Any], raw: dict[str, Any] | None = None) -> None:
         self.__dict__.update(values)
+        self._raw = raw if raw is not None else {}
 
     @property
     def settings(self) -> Settings:
         """The lean view of the same values (what DEL, CHECK and GC read)."""
         return Settings(self.meta_network, self.state_dir, self.bin_dir, self.log_level, self.log_file,
-                        self.delegate_timeout)
+                        self.delegate_timeout, self.log_to_stderr, _log_rotation({"logOptions": self.log_options}),
+                        multus_differences(self._raw))
 
     def __repr__(self) -> str:
         return f"MetaplugConfig({self.__dict__!r})"
@@ -233,6 +314,7 @@ def load_config(raw: dict[str, Any]) -> MetaplugConfig:
     global _validator
     from pydantic_core import ValidationError
 
+    _reject_conflist(raw)
     if "name" in raw:  # cni.md 5 first: the name also names the journal files (a missing one: "name: Field required")
         validate_network_name(raw["name"])
     # The lean view's rule, which pydantic's lax floats would loosen (true or "3" are no timeout): DEL must accept
@@ -241,7 +323,7 @@ def load_config(raw: dict[str, Any]) -> MetaplugConfig:
     if _validator is None:
         _validator = _build_validator()
     try:
-        return MetaplugConfig(_validator.validate_python(raw))
+        return MetaplugConfig(_validator.validate_python(raw), raw)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():

@@ -35,6 +35,10 @@ DEFAULT_CONF_DIR = "/etc/cni/net.d"
 DEFAULT_KUBECONFIG = "/etc/cni/net.d/metaplug.d/metaplug.kubeconfig"
 DEFAULT_SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 CONF_EXTENSIONS = (".conf", ".conflist", ".json")  # what libcni's ConfFiles considers
+DEFAULT_NAME = "metaplug"
+# Never wrapped as the cluster network: metaplug itself, under any name it was installed as, and Multus (a
+# meta-plugin inside a meta-plugin is never what an operator switching to metaplug means).
+META_PLUGIN_TYPES = ("metaplug", "multus")
 
 # cni.md duty 34: the capabilities metaplug itself consumes (it passes them on to the right attachment, R30).
 METAPLUG_CAPABILITIES = (
@@ -75,10 +79,10 @@ def _plugins_of(conf: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return plugins
 
 
-def find_cluster_network(conf_dir: str) -> str | None:
+def find_cluster_network(conf_dir: str, name: str = DEFAULT_NAME) -> str | None:
     """The path of the network configuration the runtime would use if metaplug were not there: the alphabetically
-    first .conf/.conflist/.json file (hidden ones too, as libcni), skipping metaplug's own (by name and by plugin
-    type)."""
+    first .conf/.conflist/.json file (hidden ones too, as libcni), skipping metaplug's own (by file name, and by plugin
+    type: `name`, metaplug and multus)."""
     try:
         names = sorted(os.listdir(conf_dir))
     except FileNotFoundError:
@@ -92,14 +96,15 @@ def find_cluster_network(conf_dir: str) -> str | None:
         conf = _load_json(path)
         if not isinstance(conf, Mapping):
             raise InstallError(f"{path} is not a JSON object; fix or remove it")
-        if any(p.get("type") == "metaplug" for p in _plugins_of(conf)):
+        if any(p.get("type") in (*META_PLUGIN_TYPES, name) for p in _plugins_of(conf)):
             continue  # never wrap ourselves
         return path
     return None
 
 
-def generate_conflist(cluster_path: str, kubeconfig: str | None) -> dict[str, Any]:
-    """The metaplug conflist wrapping `cluster_path`: its cniVersion; capabilities = its plugins' + metaplug's."""
+def generate_conflist(cluster_path: str, kubeconfig: str | None, name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The metaplug conflist wrapping `cluster_path`: its cniVersion; capabilities = its plugins' + metaplug's;
+    `"type": name` (the name the executable was installed under)."""
     conf = _load_json(cluster_path)
     plugins = _plugins_of(conf)
     if not plugins:
@@ -113,7 +118,7 @@ def generate_conflist(cluster_path: str, kubeconfig: str | None) -> dict[str, An
     version = conf.get("cniVersion")
     if not isinstance(version, str) or not version:
         raise InstallError(f"{cluster_path} has no cniVersion")
-    own: dict[str, Any] = {"type": "metaplug", "capabilities": dict(sorted(caps.items())),
+    own: dict[str, Any] = {"type": name, "capabilities": dict(sorted(caps.items())),
                            "clusterNetwork": cluster_path}
     if kubeconfig:
         own["kubeconfig"] = kubeconfig
@@ -221,13 +226,17 @@ def _encode(obj: Any) -> bytes:
 # -- install / uninstall -----------------------------------------------------------------------------------------------
 def install(*, cni_bin_dir: str, cni_conf_dir: str, source_bin: list[str], kubeconfig_out: str | None,
             sa_dir: str, dry_run: bool, kubernetes_env: Mapping[str, str] | None,
-            api_server: str | None = None) -> list[str]:
+            api_server: str | None = None, name: str = DEFAULT_NAME) -> list[str]:
     """Install metaplug on this node (see the module docstring). Returns the actions, one line each.
 
-    kubeconfig_out None: write no kubeconfig (metaplug will not talk to Kubernetes). Raises InstallError.
+    kubeconfig_out None: write no kubeconfig (metaplug will not talk to Kubernetes). `name`: the file name of the
+    metaplug executable in the bin dir and the `type` in the conflist (`multus` lets Multus configurations that say
+    `"type": "multus"` call metaplug). Raises InstallError.
     """
+    if not name or "/" in name or name in (".", ".."):
+        raise InstallError(f"--name {name!r} is not a file name")
     env = os.environ if kubernetes_env is None else kubernetes_env
-    cluster = find_cluster_network(cni_conf_dir)
+    cluster = find_cluster_network(cni_conf_dir, name)
     if cluster is None:
         raise InstallError(f"no CNI network configuration in {cni_conf_dir} to wrap as the cluster network "
                            "(is the cluster network plugin installed yet?)")
@@ -238,7 +247,8 @@ def install(*, cni_bin_dir: str, cni_conf_dir: str, source_bin: list[str], kubec
                 data = f.read()
         except OSError as e:
             raise InstallError(f"cannot read {src}: {e.strerror or e}") from None
-        dst = os.path.join(cni_bin_dir, os.path.basename(src))
+        base = os.path.basename(src)
+        dst = os.path.join(cni_bin_dir, name if base == DEFAULT_NAME else base)
         planned.append(_Planned(dst, data, 0o755, f"{dst} (copy of {src})"))
     actions: list[str] = []
     kubeconfig = None
@@ -251,7 +261,7 @@ def install(*, cni_bin_dir: str, cni_conf_dir: str, source_bin: list[str], kubec
             server = doc["clusters"][0]["cluster"]["server"]
             planned.append(_Planned(kubeconfig_out, _encode(doc), 0o600,
                                     f"{kubeconfig_out} (server {server}, service-account token)"))
-    conflist = _encode(generate_conflist(cluster, kubeconfig))
+    conflist = _encode(generate_conflist(cluster, kubeconfig, name))
     conf_path = os.path.join(cni_conf_dir, CONFLIST_NAME)
     planned.append(_Planned(conf_path, conflist, 0o644, f"{conf_path} wrapping {cluster}:\n{conflist.decode()}"))
 
@@ -354,6 +364,9 @@ def _add_install_options(p: argparse.ArgumentParser) -> None:
                    help="wait up to this long for the cluster network's configuration to appear")
     p.add_argument("--interval", type=float, default=0.0, metavar="SECONDS",
                    help="run again every SECONDS forever (refreshes a rotated token, follows the cluster network)")
+    p.add_argument("--name", default=DEFAULT_NAME,
+                   help="install the executable under this name and use it as the conflist's type (default "
+                        "%(default)s; `multus` makes configurations with \"type\": \"multus\" call metaplug)")
     p.add_argument("--dry-run", action="store_true", help="print what would be written, write nothing")
     p.set_defaults(handler=run_install)
 
@@ -376,12 +389,12 @@ def add_arguments(parser: Any) -> None:
 
 def _install_once(args: argparse.Namespace) -> list[str]:
     deadline = time.monotonic() + args.wait
-    while args.wait and find_cluster_network(args.cni_conf_dir) is None and time.monotonic() < deadline:
+    while args.wait and find_cluster_network(args.cni_conf_dir, args.name) is None and time.monotonic() < deadline:
         time.sleep(1.0)
     return install(cni_bin_dir=args.cni_bin_dir, cni_conf_dir=args.cni_conf_dir,
                    source_bin=args.source_bin if args.source_bin is not None else _default_sources(),
                    kubeconfig_out=None if args.no_kubeconfig else args.kubeconfig_out, sa_dir=args.sa_dir,
-                   dry_run=args.dry_run, kubernetes_env=os.environ, api_server=args.api_server)
+                   dry_run=args.dry_run, kubernetes_env=os.environ, api_server=args.api_server, name=args.name)
 
 
 def run_install(args: argparse.Namespace) -> int:

@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         defaultRoute: list[str]  # R13 gateways when this attachment owns the pod's default route, else []
         conflist: str  # the exact conflist JSON the delegates got at ADD (DEL and CHECK replay it, never re-resolve)
         capabilityArgs: JsonObject  # runtimeConfig values offered to the conflist's plugins (duty 18, R30)
+        cniArgs: NotRequired[str]  # this attachment's own CNI_ARGS (R30); absent in older journals: the record's
         state: AttachmentState  # "planned" (not started), "adding" (delegate ADD running), "added" (result below)
         result: Result | None  # the conflist's final ADD result in its own cniVersion; None until "added"
 
@@ -249,6 +250,33 @@ def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
                 yield cid, os.path.join(cdir, fname)
 
 
+def recorded_under_other_names(key: JournalKey) -> list[JournalKey]:
+    """Journals of the same container and CNI_IFNAME in this stateDir kept under another meta network name: what an
+    ADD recorded before the configuration's `name` changed (an operator's edit, an upgrade). Read from each body,
+    since a file name `<name>-<ifname>.json` cannot be split back when names contain '-'. Unreadable ones are skipped
+    (the verb of their own name deals with them)."""
+    suffix = f"-{key.ifname}.json"
+    found: list[JournalKey] = []
+    try:
+        names = sorted(os.listdir(key.container_dir))
+    except OSError:
+        return found
+    for fname in names:
+        if not fname.endswith(suffix) or fname == os.path.basename(key.path):
+            continue
+        try:
+            with open(os.path.join(key.container_dir, fname), "rb") as fh:
+                body = decode(fname, fh.read())
+        except (OSError, CorruptJournal):
+            continue
+        network = body.get("network")
+        if (body.get("ifname") == key.ifname and body.get("containerId") == key.container_id
+                and isinstance(network, str) and network != key.meta_network
+                and fname == f"{network}{suffix}"):
+            found.append(key._replace(meta_network=network))
+    return found
+
+
 def warn_dropped(key: JournalKey, attachment: AttachmentRecord, error: Exception) -> None:
     log.error(
         "dropping attachment whose ADD never completed and whose DEL fails; check for leftovers by hand",
@@ -262,5 +290,7 @@ def runtime_conf(body: JournalRecord, attachment: AttachmentRecord, netns: str) 
     from metaplug.cni.runtime import RuntimeConf
 
     return RuntimeConf(container_id=body["containerId"], netns=netns, ifname=attachment["ifname"],
-                       args=list(parse_cni_args(body.get("cniArgs", "")).items()),
+                       # R30: each attachment's own CNI_ARGS (a journal written before they were recorded per
+                       # attachment has only the runtime's, which every attachment then got)
+                       args=list(parse_cni_args(attachment.get("cniArgs", body.get("cniArgs", ""))).items()),
                        capability_args=dict(attachment.get("capabilityArgs") or {}))

@@ -51,7 +51,11 @@ def _setup(env: CniEnv, settings: Settings) -> None:
     from metaplug import log as mplog
 
     mplog.configure(settings.log_level, settings.log_file,
-                    {"verb": env.command, "container": env.container_id, "ifname": env.ifname})
+                    {"verb": env.command, "container": env.container_id, "ifname": env.ifname},
+                    to_stderr=settings.log_to_stderr, rotation=settings.log_rotation)
+    if settings.multus_differences:
+        log.warning("Multus configuration keys that metaplug does not act on as Multus does: "
+                    + "; ".join(settings.multus_differences))
 
 
 def _journal_verb_setup(env: CniEnv, conf: NetConf) -> Settings:
@@ -61,6 +65,14 @@ def _journal_verb_setup(env: CniEnv, conf: NetConf) -> Settings:
     settings = Settings.from_raw(conf)
     _setup(env, settings)
     return settings
+
+
+def _check_prev_result(conf: NetConf) -> None:
+    """cni.md 10: a prevResult (metaplug inside a chain) must be a result object; code 7 naming it otherwise."""
+    if conf.get("prevResult") is not None:
+        from metaplug.cni.convert import check_result
+
+        check_result(conf["prevResult"], "prevResult")
 
 
 def _paths(bin_dir: str, env: CniEnv) -> list[str]:
@@ -76,6 +88,7 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
 
     cfg = load_config(conf)
     _setup(env, cfg.settings)
+    _check_prev_result(conf)
     key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.meta_network, env.ifname)
     with journal.locked(key):
         try:
@@ -89,7 +102,14 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
 
 def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.JournalKey) -> Result:
     from metaplug import netns
-    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations
+    from metaplug.attach.plan import (
+        PlanInputs,
+        build_plan,
+        describe,
+        pod_ref,
+        runtime_annotations,
+        secondary_cni_args,
+    )
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
     from metaplug.cni.invoke import find_plugin
 
@@ -112,7 +132,12 @@ def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.Jo
     paths = _paths(cfg.bin_dir, env)
     for attachment in plan:  # every binary found before the first delegate runs
         for plugin in attachment.conflist["plugins"]:
-            find_plugin(plugin["type"], paths)
+            try:
+                find_plugin(plugin["type"], paths)
+            except CniError as err:  # issue 10.5: name who needed the missing binary
+                who = describe(attachment.ifname, attachment.status_name, cluster=attachment.cluster,
+                               source=attachment.source)
+                raise CniError(err.code, f"{who} needs plugin {plugin['type']!r}: {err.msg}", err.details) from None
     _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
 
     body: JournalRecord = {
@@ -121,6 +146,7 @@ def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.Jo
         "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
         "attachments": [
             {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
+             "cniArgs": env.args if a.cluster else secondary_cni_args(env.args),  # R30
              "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
              "state": "planned", "result": None}
             for a in plan
@@ -247,9 +273,25 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list
 def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
-    with journal.locked(key, create=False) as exists:
-        if exists:
-            _delete_recorded(key, env, reason="DEL")
+    failures: list[CniError] = []
+    # What ADD recorded for this container and ifname under an earlier `name` of the configuration goes too: one
+    # netns cannot hold two live attachments of the same ifname, so that record is this container's.
+    for target in [key, *journal.recorded_under_other_names(key)]:
+        reason = "DEL"
+        if target is not key:
+            reason = f"DEL of what was recorded under network {target.meta_network!r}"
+            log.warning("the configuration's name changed since ADD; deleting what was recorded under the old name",
+                        extra={"recorded_name": target.meta_network, "network_name": key.meta_network})
+        try:
+            with journal.locked(target, create=False) as exists:
+                if exists:
+                    _delete_recorded(target, env, reason=reason)
+        except CniError as err:
+            failures.append(err)
+    if len(failures) == 1:
+        raise failures[0]
+    if failures:
+        raise CniError(DEL_INCOMPLETE, "DEL: could not delete every attachment", "; ".join(map(str, failures)))
     return None
 
 
@@ -313,6 +355,7 @@ def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
         raise CniError(INCOMPATIBLE_VERSION, "config version does not allow CHECK",
                        f"cniVersion {conf['cniVersion']} < 0.4.0 (cni.md 12)")
     settings = _journal_verb_setup(env, conf)
+    _check_prev_result(conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         try:
@@ -322,6 +365,12 @@ def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
         if body is None:
             if exists:
                 journal.remove(key)
+            renamed = [k.meta_network for k in journal.recorded_under_other_names(key)]
+            if renamed:
+                raise CniError(UNKNOWN_CONTAINER, "attachments recorded under another network name",
+                               f"container {env.container_id} ifname {env.ifname} was added as network "
+                               f"{', '.join(map(repr, renamed))}; the configuration's name is now "
+                               f"{settings.meta_network!r} (changed since ADD; DEL still removes it)")
             raise CniError(UNKNOWN_CONTAINER, "no attachments recorded for this container",
                            f"container {env.container_id} ifname {env.ifname} in {settings.state_dir}")
         from metaplug import netns
@@ -399,14 +448,20 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             errors.append(f"{path}: {exc}")
             continue
         if body.get("network") != settings.meta_network:
-            continue  # several meta networks may share a stateDir
+            # Several meta networks may share a stateDir, and a journal under another name may be this network's
+            # own from before its `name` changed: never collected here, and its attachments count as valid for the
+            # delegates' GC, so a shared IPAM never frees their addresses.
+            if (cid, body.get("ifname")) in valid:
+                log.warning("GC: a valid attachment is recorded under another network name (the configuration's "
+                            "name changed since ADD); DEL removes it", extra={"container": cid,
+                            "ifname": body.get("ifname"), "recorded_name": body.get("network")})
+            _count_as_valid(delegate_valid, cid, body)
+            continue
         for attachment in body["attachments"]:
             conflist = load_conflist(attachment["conflist"].encode())
             conflists[conflist["name"]] = (conflist, body["paths"])
         if (cid, body.get("ifname")) in valid:
-            for attachment in body["attachments"]:
-                name = json.loads(attachment["conflist"])["name"]
-                delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
+            _count_as_valid(delegate_valid, cid, body)
             continue
         key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"])
         # cni.md 14 lets GC assume the netns is gone; when it still exists, DEL inside it so nothing is left.
@@ -428,6 +483,13 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     if errors:
         raise CniError(DEL_INCOMPLETE, "GC could not remove everything", "; ".join(errors))
     return None
+
+
+def _count_as_valid(delegate_valid: dict[str, list[dict[str, str]]], cid: str, body: journal.JournalRecord) -> None:
+    """GC: every attachment of this journal is valid for its delegate conflist (with its own ifname)."""
+    for attachment in body.get("attachments") or []:
+        name = json.loads(attachment["conflist"])["name"]
+        delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
 
 
 HANDLERS: dict[str, skel.Handler] = {

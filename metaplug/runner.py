@@ -46,10 +46,14 @@ class _Runner:
             result = add_network_list(conflist, journal.runtime_conf(self.body, attachment, self.body["netns"]),
                                       self.body["paths"], timeout=self.body.get("timeout"))
         except CniError as err:
-            # R27: the error names the attachment that failed; the code stays the delegate's.
+            # R27 and issue 10.5: the error names the attachment, its network (the NAD) and the plugin that failed;
+            # the code stays the delegate's.
+            from metaplug.attach.plan import describe
+
             detail = f"{err.msg}: {err.details}" if err.details else err.msg
-            raise CniError(err.code, f"attachment {attachment['ifname']} ({attachment['network']}) failed",
-                           detail) from None
+            who = describe(attachment["ifname"], attachment["network"], cluster=bool(attachment.get("cluster")))
+            where = f" in plugin {err.plugin!r}" if err.plugin else ""
+            raise CniError(err.code, f"{who} failed{where}", detail, plugin=err.plugin) from None
         self._record(attachment, "added", result)
         return convert_result(result, MERGE_VERSION)
 

@@ -29,6 +29,10 @@ if TYPE_CHECKING:
 
 POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
 NETWORKS_CNI_ARG = "METAPLUG_NETWORKS"
+# R30: the CNI_ARGS keys every delegate gets. The rest (`IP`, `MAC` that Podman sets from `--ip`/`--mac-address`,
+# and any other per-container setting a runtime makes for its own network) belong to the cluster network.
+GENERIC_CNI_ARGS = ("IgnoreUnknown",)
+GENERIC_CNI_ARG_PREFIXES = ("K8S_POD_",)
 
 
 @dataclass
@@ -41,6 +45,21 @@ class Attachment:
     capability_args: dict[str, Any] = field(default_factory=dict)
     cluster: bool = False
     default_route: tuple[str, ...] = ()  # R13 gateways when this attachment owns the default route
+    source: str = ""  # where its configuration came from (ResolvedNetwork.source), for messages
+
+
+def describe(ifname: str, network: str, *, cluster: bool, source: str = "") -> str:
+    """An attachment as error messages name it: its ifname and the network that asked for it (issue 10.5).
+    `network` is the network-status name: `<namespace>/<name>` for a NetworkAttachmentDefinition."""
+    if cluster:
+        what = f"cluster network {network}"
+    elif "/" in network:
+        what = f"NetworkAttachmentDefinition {network}"
+    else:
+        what = f"network {network}"
+    if source and source != network:
+        what += f" from {source}"
+    return f"attachment {ifname} ({what})"
 
 
 @dataclass
@@ -57,6 +76,18 @@ def pod_ref(cni_args: Mapping[str, str]) -> PodRef:
         name=cni_args.get("K8S_POD_NAME") or None,
         uid=cni_args.get("K8S_POD_UID") or None,
     )
+
+
+def secondary_cni_args(cni_args: str) -> str:
+    """R30: the runtime's CNI_ARGS as a secondary attachment gets them: only the generic keys (IgnoreUnknown and the
+    K8S_POD_* identity, cni.md 33), in their original order. What a secondary needs beyond that comes from its own
+    selection element (ips, mac, cni-args)."""
+    kept = []
+    for pair in cni_args.split(";"):
+        key = pair.partition("=")[0]
+        if key in GENERIC_CNI_ARGS or key.startswith(GENERIC_CNI_ARG_PREFIXES):
+            kept.append(pair)
+    return ";".join(kept)
 
 
 def runtime_annotations(runtime_config: Mapping[str, Any]) -> dict[str, str] | None:
@@ -124,15 +155,13 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
                        "set clusterNetwork or delegates in metaplug's configuration")
     plan = [Attachment(inputs.ifname, cluster.status_name, cluster.conflist,
                        # R30: the runtime's runtimeConfig goes to the cluster network only.
-                       capability_args=dict(inputs.runtime_config), cluster=True)]
+                       capability_args=dict(inputs.runtime_config), cluster=True, source=cluster.source)]
 
     secondaries: list[tuple[ResolvedNetwork, SelectionElement | None]] = []
     if pod_ns not in cfg.system_namespaces:
         for ref in cfg.default_networks:
-            namespace, _, name = ref.rpartition("/")
-            resolved = resolver.nad(namespace or cfg.network_namespace, name,
-                                    pod_namespace=namespace or cfg.network_namespace, what="defaultNetworks")
-            secondaries.append((resolved, None))
+            # Multus resolves each like clusterNetwork: a NAD, a conf name in confDir, a directory or a file.
+            secondaries.append((resolver.cluster_network(ref, cfg.network_namespace, what="defaultNetworks"), None))
     for index, delegate in enumerate(cfg.delegates[1:], start=1):
         secondaries.append((resolver.inline(delegate, index), None))
 
@@ -143,6 +172,10 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
         resolved = resolver.nad(element.namespace, element.name, pod_namespace=pod_ns,
                                 what=f"network {element.index} ({element.namespace}/{element.name})")
         secondaries.append((resolved, element))
+    if cfg.auxiliary_chain:  # Multus: the auxiliary chain runs last, on an ifname of its own
+        aux = resolver.auxiliary_chain(cfg.auxiliary_chain, cfg.cluster_network, cfg.cni_version)
+        if aux is not None:
+            secondaries.append((aux, None))
 
     taken = {inputs.ifname}
     explicit: set[str] = set()
@@ -178,7 +211,7 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
             if sel.cni_args:
                 conflist = _merge_cni_args(conflist, sel.cni_args)
         plan.append(Attachment(ifname, resolved.status_name, conflist, capability_args=caps,
-                               default_route=sel.default_route if sel is not None else ()))
+                               default_route=sel.default_route if sel is not None else (), source=resolved.source))
 
     if existing_ifnames is not None:
         present = existing_ifnames()

@@ -20,6 +20,8 @@ from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # R1
 CONF_SUFFIXES = (".conflist", ".conf", ".json")
+# Multus's auxiliary chain opens with its `passthru` plugin (an empty result, so chained-only plugins get a prevResult)
+PASSTHRU = {"type": "passthru", "name": "passthru-cni"}
 
 
 class NadSource(Protocol):
@@ -106,24 +108,25 @@ class Resolver:
                 return _load(raw, path)
         return None
 
-    def cluster_network(self, spec: str, network_namespace: str) -> ResolvedNetwork:
-        """`clusterNetwork`: a file path, a directory (first conf), a conf name in confDir, or a NAD `ns/name`."""
+    def cluster_network(self, spec: str, network_namespace: str, what: str = "clusterNetwork") -> ResolvedNetwork:
+        """`clusterNetwork` (and, as Multus, each of `defaultNetworks`): a file path, a directory (first conf), a conf
+        name in confDir, or a NAD (`ns/name`, or a name in `network_namespace`)."""
         if spec.startswith("/"):
             if os.path.isdir(spec):
                 files = [f for f in conf_files(spec) if not os.path.basename(f).startswith("00-metaplug")]
                 if not files:
-                    raise CniError(INVALID_NETWORK_CONFIG, "no CNI configuration found", f"clusterNetwork dir {spec}")
+                    raise CniError(INVALID_NETWORK_CONFIG, "no CNI configuration found", f"{what} dir {spec}")
                 conflist = load_conf_file(files[0])
                 return ResolvedNetwork(conflist["name"], conflist, files[0])
             conflist = load_conf_file(spec)
             return ResolvedNetwork(conflist["name"], conflist, spec)
         if "/" in spec:
             namespace, _, name = spec.partition("/")
-            return self.nad(namespace, name, pod_namespace=namespace, what="clusterNetwork")
+            return self.nad(namespace, name, pod_namespace=namespace, what=what)
         by_name = self.conf_by_name(spec)
         if by_name is not None:
             return ResolvedNetwork(spec, by_name, f"{self.conf_dir} (name {spec})")
-        return self.nad(network_namespace, spec, pod_namespace=network_namespace, what="clusterNetwork")
+        return self.nad(network_namespace, spec, pod_namespace=network_namespace, what=what)
 
     def nad(self, namespace: str, name: str, *, pod_namespace: str, what: str) -> ResolvedNetwork:
         """A NAD's delegate list (R1-R3), enforcing namespace isolation (R29)."""
@@ -169,6 +172,32 @@ class Resolver:
                            f"{what}: {status_name} spec.config must be a JSON object")
         raw.setdefault("name", name)  # R3
         return ResolvedNetwork(status_name, _load(raw, f"NetworkAttachmentDefinition {status_name}"), status_name)
+
+    def auxiliary_chain(self, chain_name: str, cluster_network: str | None, cni_version: str
+                        ) -> ResolvedNetwork | None:
+        """Multus's `auxiliaryCNIChainName`: the `.conf` plugin files of `<directory of clusterNetwork>/<name>/`
+        (libcni's subdirectory plugin loading, CNI #1052: name order, subdirectories skipped), chained after
+        passthru in a list named `chain_name` with metaplug's own cniVersion; None when the directory has none."""
+        if not cluster_network or not cluster_network.startswith("/"):
+            raise CniError(INVALID_NETWORK_CONFIG, "auxiliaryCNIChainName needs a clusterNetwork file path",
+                           f"the chain's directory is next to clusterNetwork, which is {cluster_network!r}")
+        directory = os.path.join(os.path.dirname(cluster_network), chain_name)
+        plugins = []
+        for path in conf_files(directory):
+            if not path.endswith(".conf"):
+                continue
+            try:
+                with open(path, "rb") as fh:
+                    plugin = json.load(fh)
+            except (OSError, ValueError) as exc:
+                raise CniError(INVALID_NETWORK_CONFIG, "cannot read auxiliary chain plugin", f"{path}: {exc}") from None
+            if not isinstance(plugin, dict) or not plugin.get("type"):
+                raise CniError(INVALID_NETWORK_CONFIG, "invalid auxiliary chain plugin", f"{path}: missing 'type'")
+            plugins.append(plugin)
+        if not plugins:
+            return None
+        conflist = {"cniVersion": cni_version, "name": chain_name, "plugins": [dict(PASSTHRU), *plugins]}
+        return ResolvedNetwork(chain_name, _load(conflist, f"auxiliary chain {directory}"), directory)
 
     def inline(self, delegate: dict[str, Any], index: int) -> ResolvedNetwork:
         """A network config given inline in metaplug's `delegates` list."""

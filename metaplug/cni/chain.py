@@ -297,14 +297,19 @@ def _call(
     *,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
-    path = find_plugin(plugin["type"], paths)
-    body = _plugin_conf(conf, plugin, rt, prev)
-    if extra:
-        body.update(extra)
-    env = build_env(command, container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname, args=rt.cni_args(),
-                    paths=paths, base=base_env)
-    log.debug("%s %s (conflist %s, ifname %s)", command, plugin["type"], conf["name"], rt.ifname)
-    return exec_plugin(path, json.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout)
+    try:
+        path = find_plugin(plugin["type"], paths)
+        body = _plugin_conf(conf, plugin, rt, prev)
+        if extra:
+            body.update(extra)
+        env = build_env(command, container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname,
+                        args=rt.cni_args(), paths=paths, base=base_env)
+        log.debug("%s %s (conflist %s, ifname %s)", command, plugin["type"], conf["name"], rt.ifname)
+        return exec_plugin(path, json.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout)
+    except CniError as err:
+        if err.plugin is None:
+            err.plugin = plugin["type"]  # callers can name the delegate that failed
+        raise
 
 
 def _plugin_conf(conflist: dict[str, Any], plugin: dict[str, Any], rt: RuntimeConf,

@@ -12,7 +12,7 @@ import copy
 import ipaddress
 from typing import Any
 
-from metaplug.cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CniError
+from metaplug.cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CniError
 from metaplug.cni.version import SUPPORTED_VERSIONS
 
 _FAMILY: dict[str, str] = {
@@ -46,6 +46,40 @@ def address_family(cidr: Any) -> str:
             except ValueError:
                 pass
     raise CniError(DECODE_FAILURE, "invalid address", f"{cidr!r} is not an address in CIDR notation")
+
+
+def check_result(value: Any, what: str) -> dict[str, Any]:
+    """`value` when it is a CNI result object (of a supported version, its lists lists of objects, its addresses
+    CIDRs); otherwise code 7 naming `what` (e.g. `prevResult` of a plugin's configuration, cni.md 10)."""
+    def bad(problem: str) -> CniError:
+        return CniError(INVALID_NETWORK_CONFIG, f"invalid {what}", f"{what} {problem}")
+
+    if not isinstance(value, dict):
+        raise bad(f"must be a result object, not {type(value).__name__}")
+    ver = value.get("cniVersion")
+    if not isinstance(ver, str) or not ver:
+        raise bad("has no cniVersion")
+    if ver not in _FAMILY:
+        raise bad(f"has an unsupported cniVersion {ver!r}")
+    keys = ("ip4", "ip6") if _FAMILY[ver] == "v02" else ("interfaces", "ips", "routes")
+    for key in keys:
+        item = value.get(key)
+        if item is None:
+            continue
+        if key in ("ip4", "ip6"):
+            if not isinstance(item, dict):
+                raise bad(f"{key} must be an object")
+            continue
+        if not isinstance(item, list) or not all(isinstance(i, dict) for i in item):
+            raise bad(f"{key} must be a list of objects")
+    for ip in value.get("ips") or []:
+        try:
+            address_family(ip.get("address"))
+        except CniError as err:
+            raise bad(f"ips: {err.details}") from None
+    if value.get("dns") is not None and not isinstance(value["dns"], dict):
+        raise bad("dns must be an object")
+    return value
 
 
 def convert_result(result: dict[str, Any], to_version: str) -> dict[str, Any]:

@@ -36,11 +36,12 @@ class CniError(Exception):
     `code` follows the spec's table; `msg` is short, `details` names what to fix.
     """
 
-    def __init__(self, code: int, msg: str, details: str = "") -> None:
+    def __init__(self, code: int, msg: str, details: str = "", *, plugin: str | None = None) -> None:
         super().__init__(f"{msg}: {details}" if details else msg)
         self.code = code
         self.msg = msg
         self.details = details
+        self.plugin = plugin  # the delegate's `type` when the error came from running one (not on the wire)
 
     def to_dict(self, cni_version: str) -> dict[str, Any]:
         """The wire form of this error, for the given cniVersion."""

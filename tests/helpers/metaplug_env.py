@@ -164,6 +164,9 @@ class MetaplugWorld:
         "bridge": "bridge", "macvlan": "macvlan", "host-local": "host-local", "static": "static"})
     mode: str = "thin"
     daemon: Daemon | None = None
+    # Set: every thin call runs in a private mount namespace with this directory bind-mounted over /var/lib, for
+    # configs used unchanged whose delegates write there (host-local's default dataDir /var/lib/cni/networks).
+    private_var_lib: Path | None = None
 
     @property
     def conf_dir(self) -> Path:
@@ -252,7 +255,12 @@ class MetaplugWorld:
             socket_path = self.daemon.socket_path if self.daemon else self.tmp / "d" / "run" / "mp.sock"
             conf = {**conf, "type": "metaplug-shim", "socketPath": str(socket_path)}
             exe = SHIM
-        return [str(exe)], {"input": json.dumps(conf).encode(), "env": env}
+        argv = [str(exe)]
+        if self.private_var_lib is not None and exe != SHIM:
+            self.private_var_lib.mkdir(parents=True, exist_ok=True)
+            argv = ["unshare", "-m", "sh", "-c",
+                    f"mount --make-rprivate / && mount --bind {self.private_var_lib} /var/lib && exec {exe}"]
+        return argv, {"input": json.dumps(conf).encode(), "env": env}
 
     def annotated(self, conf: dict[str, Any], networks: Any) -> dict[str, Any]:
         """`conf` with the pod annotation passed as containerd does (capability io.kubernetes.cri.pod-annotations)."""

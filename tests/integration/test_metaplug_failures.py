@@ -325,9 +325,9 @@ def test_bad_config_is_code_7_naming_the_key(world: MetaplugWorld, pod: Netns) -
 
 
 def test_multus_spellings_are_accepted(world: MetaplugWorld, pod: Netns) -> None:
-    """Config aliases: cniDir, multusNamespace, readinessindicatorfile, logLevel."""
+    """Config aliases: multusNamespace, readinessindicatorfile; cniDir (Multus's cache dir) is accepted."""
     conf = cluster_conf(world)
-    conf["cniDir"] = conf.pop("confDir")
+    conf["cniDir"] = str(world.tmp / "multus-cache")
     conf["readinessindicatorfile"] = os.devnull
     conf["multusNamespace"] = "kube-system"
     world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))

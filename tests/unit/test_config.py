@@ -16,24 +16,73 @@ def test_defaults() -> None:
     assert cfg.conf_dir == "/etc/cni/metaplug/net.d" and cfg.bin_dir == "/opt/cni/bin"
     assert cfg.state_dir == DEFAULT_STATE_DIR and cfg.system_namespaces == ["kube-system"]
     assert cfg.result == "merged" and cfg.parallel is False and cfg.network_namespace == "kube-system"
-    assert cfg.delegates == [] and cfg.global_namespaces == []
+    assert cfg.delegates == [] and cfg.global_namespaces == ["default"]  # Multus: `default` is global when unset
+    assert cfg.multus_cache_dir == "/var/lib/cni/multus" and cfg.log_to_stderr is True
 
 
 def test_multus_spellings_are_aliases() -> None:
-    cfg = load_config({"name": "mp", "cniDir": "/x", "readinessindicatorfile": "/r", "multusNamespace": "ns1",
+    cfg = load_config({"name": "mp", "readinessindicatorfile": "/r", "multusNamespace": "ns1",
                        "loglevel": "DEBUG", "globalNamespaces": "a, b,,c"})
-    assert (cfg.conf_dir, cfg.readiness_indicator_file, cfg.network_namespace) == ("/x", "/r", "ns1")
+    assert (cfg.readiness_indicator_file, cfg.network_namespace) == ("/r", "ns1")
     assert cfg.log_level == "debug" and cfg.global_namespaces == ["a", "b", "c"]
 
 
-def test_wire_name_wins_when_both_are_given() -> None:
-    assert load_config({"name": "mp", "confDir": "/a", "cniDir": "/b"}).conf_dir == "/a"
+def test_cni_dir_is_multus_cache_dir_not_conf_dir() -> None:
+    """Multus's cniDir is its data directory (/var/lib/cni/multus), a key of its own, never the confDir."""
+    cfg = load_config({"name": "mp", "confDir": "/a", "cniDir": "/b"})
+    assert (cfg.conf_dir, cfg.multus_cache_dir) == ("/a", "/b")
+    assert load_config({"name": "mp", "cniDir": "/b"}).conf_dir == "/etc/cni/metaplug/net.d"
+
+
+@pytest.mark.parametrize("value,expected", [
+    (None, ["default"]), ("", ["default"]), ([], ["default"]), ("a,b", ["a", "b"]), (["x"], ["x"]),
+])
+def test_global_namespaces_as_multus(value: object, expected: list[str]) -> None:
+    """R29, Multus k8sclient: without globalNamespaces, `default` is usable from every namespace; a given list
+    replaces it (so `default` must be listed to stay global)."""
+    raw: dict = {"name": "mp"} if value is None else {"name": "mp", "globalNamespaces": value}
+    assert load_config(raw).global_namespaces == expected
+
+
+def test_log_options_and_stderr() -> None:
+    raw = {"name": "mp", "logToStderr": False, "logOptions": {"maxAge": 1, "maxSize": 2, "maxBackups": 3,
+                                                              "compress": False, "unknown": "ignored"}}
+    cfg = load_config(raw)
+    for settings in (cfg.settings, Settings.from_raw(raw)):  # ADD's and DEL's view agree
+        assert settings.log_to_stderr is False
+        assert settings.log_rotation == (2, 3, 1, False)
+    defaults = Settings.from_raw({"name": "mp"})
+    assert defaults.log_to_stderr is True and defaults.log_rotation == (100, 5, 5, True)  # Multus's defaults
+    partial = Settings.from_raw({"name": "mp", "logOptions": {"maxSize": 7}})
+    assert partial.log_rotation == (7, 5, 5, True)
+
+
+@pytest.mark.parametrize("raw,notes", [
+    ({}, ()),
+    ({"retryDeleteOnError": True}, ()),
+    ({"retryDeleteOnError": False}, ("retryDeleteOnError",)),
+    ({"auxiliaryCNIChainName": "chain", "retryDeleteOnError": False}, ("retryDeleteOnError",)),
+])
+def test_multus_differences_are_named(raw: dict, notes: tuple[str, ...]) -> None:
+    got = Settings.from_raw({"name": "mp", **raw}).multus_differences
+    assert tuple(n.split(" ")[0].split("=")[0] for n in got) == notes
+    assert load_config({"name": "mp", **raw}).settings.multus_differences == got
+
+
+def test_conflist_instead_of_plugin_config_says_so() -> None:
+    conflist = {"cniVersion": "1.0.0", "name": "mp", "plugins": [{"type": "metaplug"}]}
+    for reader in (load_config, Settings.from_raw):
+        with pytest.raises(CniError) as info:
+            reader(conflist)  # type: ignore[operator]
+        assert info.value.code == 7 and "network configuration list" in info.value.msg
 
 
 @pytest.mark.parametrize("key,value", [
     ("result", "all"), ("parallel", "maybe"), ("delegateTimeout", 0), ("readinessTimeout", -1),
     ("logLevel", "loud"), ("delegates", "bridge"), ("defaultNetworks", "red"), ("stateDir", ""),
-    ("capabilities", {"ips": "perhaps"}), ("kubeDeadline", "soon"),
+    ("capabilities", {"ips": "perhaps"}), ("kubeDeadline", "soon"), ("logToStderr", "perhaps"),
+    ("logOptions", {"maxSize": "big"}), ("logOptions", {"compress": "yes"}), ("logOptions", {"maxAge": -1}),
+    ("retryDeleteOnError", "sometimes"), ("auxiliaryCNIChainName", 3), ("cniDir", ""),
 ])
 def test_bad_value_is_code_7_naming_the_key(key: str, value: object) -> None:
     with pytest.raises(CniError) as info:
