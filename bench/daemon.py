@@ -1,15 +1,16 @@
 """Daemon mode vs the same delegate calls made directly: one pod = cluster network + two macvlan NADs.
 
-    .venv/bin/python bench/daemon.py [--pairs 10] [--rounds 3] [--delegates reference|mp] [--json]      (root)
+    .venv/bin/python bench/daemon.py [--pairs 10] [--rounds 3] [--thin] [--delegates reference|mp] [--json]  (root)
 
 The pod is overhead.py's (bridge + host-local cluster network, macvlan + host-local, macvlan + static). Three loads,
-each alternating daemon mode and direct (who goes first alternates too), medians and ratios:
+each alternating daemon mode and direct (who goes first alternates too), medians and ratios to direct:
 - paced: one pod ADD then DEL, a pause, the other side; `--pairs` pairs;
 - back to back: 20 pods ADD+DEL one after another without pause (wall time of the 20); `--rounds` rounds per side;
 - 10 at once: ADD of 10 pods concurrently, then DEL of all 10 concurrently (wall time); `--rounds` rounds per side.
 Daemon mode is what a runtime execs: `metaplug-shim` (static) with CNI_* env + the conflist entry on stdin, served
 by `metaplug daemon` (started once, warm). Direct is the runtime making the delegate calls itself, one process per
-plugin. Everything runs from one driver inside the node namespace, which also runs the daemon (ended by its PID).
+plugin. `--thin` adds thin mode (the metaplug executable per call) as a third side, rotating with the others.
+Everything runs from one driver inside the node namespace, which also runs the daemon (ended by its PID).
 Issue 11's targets: paced <= 1.10x (1.05x), back to back <= 1.10x, 10 at once <= 1.25x. Also printed: the daemon's
 RSS idle and after the bursts, and (from its /metrics) how much of its ADD/DEL time was spent in the delegates.
 """
@@ -42,16 +43,29 @@ PAUSE = 0.2  # seconds between paced pods
 # ---------------------------------------------------------------- one pod, either way (inside the node namespace)
 
 
+def runtime_call(plan: Mapping[str, Any], mode: str, verb: str, pod: Mapping[str, str], cid: str) -> bytes:
+    """The runtime's one call: metaplug-shim (daemon mode) or metaplug (thin mode)."""
+    exe, stdin = (plan["shim"], plan["shim_stdin"]) if mode == "daemon" else (plan["metaplug"], plan["metaplug_stdin"])
+    out = call([exe], {**cni_env(plan, verb, cid, "eth0"), "CNI_NETNS": pod["netns"]}, stdin.encode())
+    if verb == "ADD" and len(json.loads(out).get("interfaces", [])) < 3:
+        raise CallFailed(f"{mode} ADD result lacks interfaces: {out[:300]!r}")
+    return out
+
+
 def daemon_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> None:
-    out = call([plan["shim"]], {**cni_env(plan, "ADD", cid, "eth0"), "CNI_NETNS": pod["netns"]},
-               plan["shim_stdin"].encode())
-    if len(json.loads(out).get("interfaces", [])) < 3:
-        raise CallFailed(f"daemon ADD result lacks interfaces: {out[:300]!r}")
+    runtime_call(plan, "daemon", "ADD", pod, cid)
 
 
 def daemon_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, _state: Any = None) -> None:
-    call([plan["shim"]], {**cni_env(plan, "DEL", cid, "eth0"), "CNI_NETNS": pod["netns"]},
-         plan["shim_stdin"].encode())
+    runtime_call(plan, "daemon", "DEL", pod, cid)
+
+
+def thin_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> None:
+    runtime_call(plan, "thin", "ADD", pod, cid)
+
+
+def thin_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, _state: Any = None) -> None:
+    runtime_call(plan, "thin", "DEL", pod, cid)
 
 
 def plain_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> Any:
@@ -63,7 +77,7 @@ def plain_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, results
 
 
 SIDES: dict[str, tuple[Callable[..., Any], Callable[..., None]]] = {
-    "daemon": (daemon_add, daemon_del), "direct": (plain_add, plain_del)}
+    "daemon": (daemon_add, daemon_del), "direct": (plain_add, plain_del), "thin": (thin_add, thin_del)}
 
 
 def empty(pod: Mapping[str, str], side: str) -> None:
@@ -111,10 +125,12 @@ def burst(plan: Mapping[str, Any], side: str, r: int) -> int:
     return elapsed
 
 
-def alternate(pairs: int, measure: Callable[[str, int], Any]) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {"daemon": [], "direct": []}
+def alternate(sides: list[str], pairs: int, measure: Callable[[str, int], Any]) -> dict[str, list[Any]]:
+    """Each side once per round, the order rotating (and reversing) from round to round."""
+    out: dict[str, list[Any]] = {side: [] for side in sides}
     for i in range(pairs):
-        for side in (("daemon", "direct") if i % 2 == 0 else ("direct", "daemon")):
+        order = sides[i % len(sides):] + sides[:i % len(sides)]
+        for side in (order if i % 2 == 0 else order[::-1]):
             out[side].append(measure(side, i))
     return out
 
@@ -176,13 +192,14 @@ class DaemonProcess:
 def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
     daemon = DaemonProcess(plan)
     try:
-        for side in ("daemon", "direct"):  # warm-up: bridge created, caches and the daemon's imports warm
+        sides = plan["sides"]
+        for side in sides:  # warm-up: bridge created, caches and the daemon's imports warm
             paced(plan, side, 999)
         rss_idle = rss_mib(daemon.proc.pid)
         data: dict[str, Any] = {
-            "paced": alternate(plan["pairs"], lambda side, i: paced(plan, side, i)),
-            "back to back": alternate(plan["rounds"], lambda side, r: back_to_back(plan, side, r)),
-            "10 at once": alternate(plan["rounds"], lambda side, r: burst(plan, side, r)),
+            "paced": alternate(sides, plan["pairs"], lambda side, i: paced(plan, side, i)),
+            "back to back": alternate(sides, plan["rounds"], lambda side, r: back_to_back(plan, side, r)),
+            "10 at once": alternate(sides, plan["rounds"], lambda side, r: burst(plan, side, r)),
         }
         data["rss_mib"] = {"idle": round(rss_idle, 1), "after": round(rss_mib(daemon.proc.pid), 1)}
         data["seconds"] = time_split()
@@ -206,36 +223,42 @@ def driver_main(plan_file: str) -> int:
 
 
 def report(samples: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
+    sides = ["daemon", "direct", *(["thin"] if opts.thin else [])]
     rows: dict[str, Any] = {}
-    paced_runs = samples["paced"]
     for label, verbs in (("ADD", ("ADD",)), ("DEL", ("DEL",)), ("paced", ("ADD", "DEL"))):
-        d, r = (median([sum(s[v] for v in verbs) / 1e6 for s in paced_runs[side]]) for side in ("daemon", "direct"))
-        rows[label] = {"daemon_ms": round(d, 1), "direct_ms": round(r, 1), "ratio": round(d / r, 2)}
+        rows[label] = {side: round(median([sum(s[v] for v in verbs) / 1e6 for s in samples["paced"][side]]), 1)
+                       for side in sides}
     for label in ("back to back", "10 at once"):
-        d, r = (median([v / 1e6 for v in samples[label][side]]) for side in ("daemon", "direct"))
-        rows[label] = {"daemon_ms": round(d, 1), "direct_ms": round(r, 1), "ratio": round(d / r, 2)}
+        rows[label] = {side: round(median([v / 1e6 for v in samples[label][side]]), 1) for side in sides}
+    for row in rows.values():
+        row["ratio"] = round(row["daemon"] / row["direct"], 2)
+        if opts.thin:
+            row["thin_ratio"] = round(row["thin"] / row["direct"], 2)
     checks = {label: rows[label]["ratio"] <= target for label, target in TARGETS.items()}
-    return {"delegates": opts.delegates, "pairs": opts.pairs, "rounds": opts.rounds,
+    return {"delegates": opts.delegates, "pairs": opts.pairs, "rounds": opts.rounds, "thin": opts.thin,
             "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
             "rows": rows, "targets": TARGETS, "ok": checks, "daemon_rss_mib": samples["rss_mib"],
             "daemon_seconds": samples["seconds"]}
 
 
 def markdown(rep: Mapping[str, Any]) -> str:
+    thin = rep["thin"]
     lines = [
         f"daemon mode (metaplug-shim -> metaplug daemon) vs direct delegate calls: 1 pod = cluster network + 2 "
         f"macvlan NADs, delegates: {rep['delegates']}; paced {rep['pairs']} pairs, {BACK_TO_BACK} back to back and "
         f"{BURST} at once {rep['rounds']} rounds each (Python {rep['python']}, kernel {rep['kernel']}, "
         f"{rep['cpus']} CPUs)",
         "",
-        "| load | daemon median ms | direct median ms | ratio | target |",
-        "|---|---:|---:|---:|---:|",
+        "| load | daemon median ms | direct median ms | ratio | target |" + (" thin median ms | thin ratio |" if thin
+                                                                           else ""),
+        "|---|---:|---:|---:|---:|" + ("---:|---:|" if thin else ""),
     ]
     for label, row in rep["rows"].items():
         target = TARGETS.get(label)
         mark = "" if target is None else f"<= {target:.2f} {'PASS' if rep['ok'][label] else 'FAIL'}"
         name = {"paced": "paced ADD+DEL", "ADD": "paced ADD", "DEL": "paced DEL"}.get(label, f"{label} (wall)")
-        lines.append(f"| {name} | {row['daemon_ms']:.1f} | {row['direct_ms']:.1f} | {row['ratio']:.2f} | {mark} |")
+        extra = f" {row['thin']:.1f} | {row['thin_ratio']:.2f} |" if thin else ""
+        lines.append(f"| {name} | {row['daemon']:.1f} | {row['direct']:.1f} | {row['ratio']:.2f} | {mark} |{extra}")
     rss = rep["daemon_rss_mib"]
     lines += ["", f"- daemon RSS: {rss['idle']:.1f} MiB idle (after one warm-up pod), {rss['after']:.1f} MiB after "
                   "all the loads"]
@@ -253,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--delegates", choices=("reference", "mp"), default="reference",
                         help="reference plugins (default) or the bundled mp-* delegates")
     parser.add_argument("--plugin-dir", default="/usr/lib/cni", help="reference plugins (default /usr/lib/cni)")
+    parser.add_argument("--thin", action="store_true", help="also measure thin mode (metaplug per call) alongside")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
     parser.add_argument("--driver", metavar="PLAN", help=argparse.SUPPRESS)  # internal: runs inside the node
     opts = parser.parse_args(argv)
@@ -278,6 +302,7 @@ def main(argv: list[str] | None = None) -> int:
             entry = {**json.loads(plan["metaplug_stdin"]), "type": "metaplug-shim", "socketPath": str(sock)}
             (box.tmp / "daemon.json").write_text(json.dumps({"socketPath": str(sock), "logLevel": "warning"}))
             plan.update(shim=str(shim), shim_stdin=json.dumps(entry), socket=str(sock), rounds=opts.rounds,
+                        sides=["daemon", "direct", *(["thin"] if opts.thin else [])],
                         daemon_config=str(box.tmp / "daemon.json"), daemon_log=str(box.tmp / "daemon.log"),
                         pods=[{"name": p, "netns": netns_path(p)} for p in pods])
             plan_file = box.tmp / "plan.json"

@@ -18,7 +18,6 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -231,8 +230,13 @@ class MetaplugWorld:
         return self.daemon
 
     def stop_daemon(self) -> None:
-        if self.daemon is not None:
-            self.daemon.stop()
+        """SIGTERM a running daemon; it must exit 0 and must not have logged an exception."""
+        if self.daemon is None or self.daemon.proc is None:
+            return
+        code = self.daemon.stop()
+        log = self.daemon.log()
+        assert code == 0, f"daemon exited {code}: {log}"
+        assert '"exception":' not in log and "Traceback" not in log, log
 
     def call(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
              ifname: str = "eth0", args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
@@ -296,15 +300,4 @@ def ns_exists(name: str) -> bool:
     return os.path.exists(f"/var/run/netns/{name}")
 
 
-@pytest.fixture
-def daemon_world(world: MetaplugWorld) -> Iterator[MetaplugWorld]:
-    """`world` with a daemon started (for tests about daemon mode itself)."""
-    world.start_daemon()
-    try:
-        yield world
-    finally:
-        world.stop_daemon()
-
-
-__all__ = ["MODES", "SHIM", "CallResult", "Daemon", "MetaplugWorld", "daemon_world", "mode", "new_container_id",
-           "ns_exists", "run"]
+__all__ = ["MODES", "SHIM", "CallResult", "Daemon", "MetaplugWorld", "mode", "new_container_id", "ns_exists", "run"]

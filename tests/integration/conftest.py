@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.metaplug_env import MetaplugWorld, daemon_world, mode
+from tests.helpers.metaplug_env import MetaplugWorld, mode
 from tests.helpers.netns import Netns, NetnsFactory
 
-__all__ = ["daemon_world", "mode"]  # fixtures
+__all__ = ["mode"]  # the fixture, for every integration test
 
 
 @pytest.fixture
