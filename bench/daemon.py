@@ -1,6 +1,7 @@
 """Daemon mode vs the same delegate calls made directly: one pod = cluster network + two macvlan NADs.
 
-    .venv/bin/python bench/daemon.py [--pairs 10] [--rounds 3] [--thin] [--delegates reference|mp] [--json]  (root)
+    .venv/bin/python bench/daemon.py [--pairs 10] [--rounds 3] [--thin] [--delegates reference|mp]
+                                     [--direct reference|mp] [--json]                                     (root)
 
 The pod is overhead.py's (bridge + host-local cluster network, macvlan + host-local, macvlan + static). Three loads,
 each alternating daemon mode and direct (who goes first alternates too), medians and ratios to direct:
@@ -235,7 +236,8 @@ def report(samples: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, An
         if opts.thin:
             row["thin_ratio"] = round(row["thin"] / row["direct"], 2)
     checks = {label: rows[label]["ratio"] <= target for label, target in TARGETS.items()}
-    return {"delegates": opts.delegates, "pairs": opts.pairs, "rounds": opts.rounds, "thin": opts.thin,
+    return {"delegates": opts.delegates, "direct_delegates": opts.direct, "pairs": opts.pairs, "rounds": opts.rounds,
+            "thin": opts.thin,
             "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
             "rows": rows, "targets": TARGETS, "ok": checks, "daemon_rss_mib": samples["rss_mib"],
             "daemon_seconds": samples["seconds"]}
@@ -245,7 +247,8 @@ def markdown(rep: Mapping[str, Any]) -> str:
     thin = rep["thin"]
     lines = [
         f"daemon mode (metaplug-shim -> metaplug daemon) vs direct delegate calls: 1 pod = cluster network + 2 "
-        f"macvlan NADs, delegates: {rep['delegates']}; paced {rep['pairs']} pairs, {BACK_TO_BACK} back to back and "
+        f"macvlan NADs, delegates: {rep['delegates']} (direct: {rep['direct_delegates']}); paced {rep['pairs']} pairs, "
+        f"{BACK_TO_BACK} back to back and "
         f"{BURST} at once {rep['rounds']} rounds each (Python {rep['python']}, kernel {rep['kernel']}, "
         f"{rep['cpus']} CPUs)",
         "",
@@ -275,6 +278,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds per side of the two bulk loads (default 3)")
     parser.add_argument("--delegates", choices=("reference", "mp"), default="reference",
                         help="reference plugins (default) or the bundled mp-* delegates")
+    parser.add_argument("--direct", choices=("reference", "mp"), default=None,
+                        help="the delegates of the direct side (default: the same as --delegates); `--delegates mp "
+                             "--direct reference` compares the in-process mp-* with the Go plugins called directly")
     parser.add_argument("--plugin-dir", default="/usr/lib/cni", help="reference plugins (default /usr/lib/cni)")
     parser.add_argument("--thin", action="store_true", help="also measure thin mode (metaplug per call) alongside")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
@@ -298,6 +304,10 @@ def main(argv: list[str] | None = None) -> int:
             pods = [box.netns(f"pod{i}") for i in range(BURST)]
             box.veth(node, "uplink0")
             plan = make_plan(box.tmp, pods[0], opts.delegates, opts.plugin_dir, opts.pairs, 0)
+            opts.direct = opts.direct or opts.delegates
+            if opts.direct != opts.delegates:
+                (box.tmp / "direct").mkdir()
+                plan["direct"] = make_plan(box.tmp / "direct", pods[0], opts.direct, opts.plugin_dir, 1, 0)["direct"]
             sock = box.tmp / "run" / "mp.sock"
             entry = {**json.loads(plan["metaplug_stdin"]), "type": "metaplug-shim", "socketPath": str(sock)}
             (box.tmp / "daemon.json").write_text(json.dumps({"socketPath": str(sock), "logLevel": "warning"}))

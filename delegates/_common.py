@@ -5,6 +5,7 @@ Thin glue over `metaplug.cni` (no second copy of the spec): results are built as
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from metaplug_delegates import SUPPORTED_VERSIONS
@@ -103,3 +104,8 @@ def version_only(verb: str) -> Handler:
 def serve(name: str, handlers: dict[str, Handler]) -> None:
     """The process entry of every mp-* plugin."""
     skel.main(handlers, name=name, supported=SUPPORTED_VERSIONS)
+
+
+def answer(name: str, handlers: dict[str, Handler], environ: Mapping[str, str], stdin: bytes) -> tuple[int, str, str]:
+    """One call in-process (metaplug daemon): what `serve` prints and exits with, as (status, stdout, stderr)."""
+    return skel.dispatch(environ, stdin, handlers, name=name, supported=SUPPORTED_VERSIONS)

@@ -21,6 +21,7 @@ from metaplug_delegates._store import Store
 
 from metaplug.cni.env import CniEnv, validate_network_name
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, NOT_AVAILABLE, CniError
+from metaplug.cni.skel import Handler
 
 NAME = "mp-host-local"
 DEFAULT_DATA_DIR = "/var/lib/cni/networks"
@@ -163,9 +164,13 @@ def cmd_gc(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
+# the verbs, for the executable (main) and for metaplug daemon, which serves them in-process
+HANDLERS: dict[str, Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                                "STATUS": cmd_status, "GC": cmd_gc}
+
+
 def main() -> None:
-    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                 "STATUS": cmd_status, "GC": cmd_gc})
+    serve(NAME, HANDLERS)
 
 
 if __name__ == "__main__":

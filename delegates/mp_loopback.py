@@ -15,6 +15,7 @@ from metaplug_delegates._common import finish, prev_result, require_version, ser
 
 from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import CniError
+from metaplug.cni.skel import Handler
 
 NAME = "mp-loopback"
 LO = "lo"
@@ -71,9 +72,13 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
+# the verbs, for the executable (main) and for metaplug daemon, which serves them in-process
+HANDLERS: dict[str, Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                                "STATUS": version_only("STATUS"), "GC": version_only("GC")}
+
+
 def main() -> None:
-    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                 "STATUS": version_only("STATUS"), "GC": version_only("GC")})
+    serve(NAME, HANDLERS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from metaplug_delegates._ipam import exec_ipam, forward_to_ipam, ipam_type, rele
 
 from metaplug.cni.env import CniEnv, parse_cni_args, validate_ifname
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, UNSUPPORTED_FIELD, CniError
+from metaplug.cni.skel import Handler
 
 NAME = "mp-macvlan"
 MODES = ("bridge", "private", "vepa", "passthru")
@@ -150,9 +151,13 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
+# the verbs, for the executable (main) and for metaplug daemon, which serves them in-process
+HANDLERS: dict[str, Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                                "STATUS": forward_to_ipam("STATUS"), "GC": forward_to_ipam("GC")}
+
+
 def main() -> None:
-    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                 "STATUS": forward_to_ipam("STATUS"), "GC": forward_to_ipam("GC")})
+    serve(NAME, HANDLERS)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from metaplug_delegates._ipamconf import dns_of, ipam_section, requested_address
 
 from metaplug.cni.env import CniEnv, parse_cni_args
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.skel import Handler
 
 NAME = "mp-static"
 CNI_ARGS_KEYS = ("IP", "GATEWAY")
@@ -108,9 +109,13 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
     return None
 
 
+# the verbs, for the executable (main) and for metaplug daemon, which serves them in-process
+HANDLERS: dict[str, Handler] = {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
+                                "STATUS": version_only("STATUS"), "GC": version_only("GC")}
+
+
 def main() -> None:
-    serve(NAME, {"ADD": cmd_add, "DEL": cmd_del, "CHECK": cmd_check,
-                 "STATUS": version_only("STATUS"), "GC": version_only("GC")})
+    serve(NAME, HANDLERS)
 
 
 if __name__ == "__main__":

@@ -40,6 +40,12 @@ _UNKNOWN_VERSION_CMD = "unknown CNI_COMMAND: VERSION"
 CallObserver = Callable[[str, str, float, "CniError | None"], None]
 call_observers: list[CallObserver] = []
 
+# Plugins served without exec: executable name -> a function of (env, stdin) returning (exit status, stdout, stderr),
+# exactly what that executable prints and exits with (metaplug daemon registers the bundled mp-* delegates; thin mode
+# registers nothing). Their answers are decoded like an executable's.
+InProcessPlugin = Callable[[Mapping[str, str], bytes], "tuple[int, str, str]"]
+in_process: dict[str, InProcessPlugin] = {}
+
 
 def find_plugin(plugin_type: str, paths: Sequence[str]) -> str:
     """The path of the executable for `plugin_type`, searched in `paths` in order (duty 7).
@@ -131,6 +137,15 @@ def exec_plugin(
 def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> dict[str, Any] | None:
     name = os.path.basename(plugin_path)
     command = env.get("CNI_COMMAND", "?")
+    served = in_process.get(name)
+    if served is not None:
+        status, text, err_text = _serve(served, name, command, stdin, env, timeout)
+        out, err = text.encode(), err_text.encode()
+        if err:
+            log.debug("%s %s stderr: %s", name, command, err_text.rstrip())
+        if status == 0:
+            return _decode_success(name, command, out)
+        raise _failure(name, command, status, out, err)
     proc = _spawn(plugin_path, env)
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
@@ -146,6 +161,33 @@ def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float
     if proc.returncode == 0:
         return _decode_success(name, command, out)
     raise _failure(name, command, proc.returncode, out, err)
+
+
+def _serve(served: InProcessPlugin, name: str, command: str, stdin: bytes, env: Mapping[str, str],
+           timeout: float | None) -> tuple[int, str, str]:
+    """Run an in-process plugin in a thread of its own (with the caller's log context), bounded by `timeout`."""
+    import contextvars
+    import threading
+
+    box: dict[str, Any] = {}
+    context = contextvars.copy_context()
+
+    def call() -> None:
+        try:
+            box["answer"] = context.run(served, env, stdin)
+        except BaseException as exc:  # handed to the caller's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=call, name=f"plugin-{name}", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise CniError(DELEGATE_TIMEOUT, f"{name} timed out after {_seconds(timeout)} s",
+                       f"{command} of {name} (served in-process) did not finish; it cannot be killed and runs on")
+    if "error" in box:
+        raise box["error"]
+    answer: tuple[int, str, str] = box["answer"]
+    return answer
 
 
 def probe_version(

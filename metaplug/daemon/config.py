@@ -16,7 +16,7 @@ DEFAULT_METRICS = "127.0.0.1:9091"
 DEFAULT_MAX_CALLS = 16
 SHUTDOWN_TIMEOUT = 30.0  # seconds SIGTERM waits for the calls in flight
 WAIT_TIMEOUT = 60.0  # seconds a call waits for its container or a free slot before it is answered "try again"
-DAEMON_KEYS = ("socketPath", "spoolDir", "metricsAddress", "maxConcurrentCalls")
+DAEMON_KEYS = ("socketPath", "spoolDir", "metricsAddress", "maxConcurrentCalls", "inProcessDelegates")
 
 
 class ConfigError(Exception):
@@ -30,6 +30,7 @@ class DaemonConfig(NamedTuple):
     metrics_host: str
     metrics_port: int
     max_concurrent_calls: int
+    in_process_delegates: bool  # serve the bundled mp-* delegates in-process (inprocess.py)
     log_level: str
     log_file: str | None
 
@@ -56,11 +57,15 @@ def from_dict(raw: Mapping[str, Any]) -> DaemonConfig:
     max_calls = raw.get("maxConcurrentCalls", DEFAULT_MAX_CALLS)
     if isinstance(max_calls, bool) or not isinstance(max_calls, int) or max_calls < 1:
         raise ConfigError("maxConcurrentCalls: must be a positive integer")
+    in_process = raw.get("inProcessDelegates", True)
+    if not isinstance(in_process, bool):
+        raise ConfigError("inProcessDelegates: must be true or false")
     log_file = raw.get("logFile")
     return DaemonConfig(
         defaults={k: v for k, v in raw.items() if k not in DAEMON_KEYS},
         socket_path=socket_path, spool_dir=spool_dir, metrics_host=host.strip("[]"), metrics_port=int(port),
-        max_concurrent_calls=max_calls, log_level=str(raw.get("logLevel", raw.get("loglevel", "info"))).lower(),
+        max_concurrent_calls=max_calls, in_process_delegates=in_process,
+        log_level=str(raw.get("logLevel", raw.get("loglevel", "info"))).lower(),
         log_file=log_file if isinstance(log_file, str) and log_file else None,
     )
 

@@ -35,6 +35,7 @@ from metaplug.cni.errors import TRY_AGAIN_LATER, CniError
 from metaplug.cni.skel import INTERNAL_ERROR
 from metaplug.cni.version import CURRENT_VERSION
 from metaplug.config import DEFAULT_STATE_DIR
+from metaplug.daemon import inprocess
 from metaplug.daemon.config import SHUTDOWN_TIMEOUT, WAIT_TIMEOUT, ConfigError, DaemonConfig, load, merged_stdin
 from metaplug.daemon.metrics import Metrics, serve_http
 from metaplug.daemon.protocol import (
@@ -112,6 +113,7 @@ class Daemon:
 
         mplog.pin(self.cfg.log_level, self.cfg.log_file)
         invoke.call_observers.append(self.metrics.observe_delegate)
+        served = inprocess.register() if self.cfg.in_process_delegates else []
         listener = self._listen()
         try:
             http = serve_http(self.cfg.metrics_host, self.cfg.metrics_port, self.metrics, self.healthy, self.ready)
@@ -122,7 +124,11 @@ class Daemon:
             raise DaemonError(f"cannot serve metrics on {where}: {exc}") from None
         wake_r, wake_w = os.pipe()
 
+        pid = os.getpid()
+
         def on_signal(signum: int, _frame: Any) -> None:
+            if os.getpid() != pid:
+                return  # a forked child (pyroute2 forks to open netns sockets) being stopped, not the daemon
             self.stopping.set()
             os.write(wake_w, b"x")
 
@@ -132,7 +138,8 @@ class Daemon:
         maintenance.start()
         log.info("metaplug daemon serving", extra={"socket": self.cfg.socket_path, "spool": self.cfg.spool_dir,
                                                     "metrics": f"{self.cfg.metrics_host}:{self.cfg.metrics_port}",
-                                                    "maxConcurrentCalls": self.cfg.max_concurrent_calls})
+                                                    "maxConcurrentCalls": self.cfg.max_concurrent_calls,
+                                                    "inProcess": served})
         try:
             self._accept_loop(listener, wake_r)
         finally:
@@ -192,9 +199,14 @@ class Daemon:
             if not self.connections.acquire(timeout=0.5):
                 continue  # at the limit: further callers wait in the kernel's listen queue
             ready = [key.fileobj for key, _ in selector.select()]
-            if wake in ready or self.stopping.is_set():
+            if wake in ready:
+                os.read(wake, 64)
+            if self.stopping.is_set():
                 self.connections.release()
                 break
+            if listener not in ready:
+                self.connections.release()
+                continue
             try:
                 conn, _ = listener.accept()
             except OSError as exc:

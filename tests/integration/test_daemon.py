@@ -6,6 +6,7 @@ daemon being down never blocks or loses a DEL; a daemon killed in the middle of 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import json
 import os
@@ -23,6 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.helpers import fake_delegate
 from tests.helpers.metaplug_env import CallResult, MetaplugWorld
 from tests.helpers.netns import Netns, NetnsFactory
+
+MP_PLUGINS = {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local", "static": "mp-static"}
 
 
 def two_networks(world: MetaplugWorld) -> dict[str, Any]:
@@ -331,8 +334,12 @@ def test_metrics_count_calls_delegates_and_journals(world: MetaplugWorld, pod: N
     assert metric(text, "metaplug_delegate_call_duration_seconds_count", plugin="bridge", verb="DEL") == 2
 
 
-def test_concurrent_pods_through_the_daemon_leave_nothing_behind(world: MetaplugWorld,
-                                                                 netns_factory: NetnsFactory) -> None:
+@pytest.mark.parametrize("delegates", ["reference", "bundled"])
+def test_concurrent_pods_through_the_daemon_leave_nothing_behind(world: MetaplugWorld, netns_factory: NetnsFactory,
+                                                                 delegates: str) -> None:
+    """Ten pods at once; with the bundled delegates they run in-process, concurrently, in the daemon's threads."""
+    if delegates == "bundled":
+        world.plugins = dict(MP_PLUGINS)
     conf = two_networks(world)
     world.start_daemon()
     pods = [netns_factory.new("pod") for _ in range(10)]
@@ -344,3 +351,67 @@ def test_concurrent_pods_through_the_daemon_leave_nothing_behind(world: Metaplug
     assert [d.code for d in dels] == [0] * 10
     assert world.reservations() == [] and world.state_files() == []
     assert all(set(p.links()) == {"lo"} for p in pods)
+
+
+# ---------------------------------------------------------------- bundled delegates in-process
+
+
+
+def normalized(result: dict[str, Any]) -> dict[str, Any]:
+    """A result with what differs between two pods blanked: MACs, sandbox paths, host veth names (random), the host
+    part of addresses."""
+    out = json.loads(json.dumps(result))
+    for iface in out.get("interfaces", []):
+        iface["mac"] = "*" if "mac" in iface else None
+        if iface["name"].startswith("veth"):
+            iface["name"] = "veth*"
+        if "sandbox" in iface:
+            iface["sandbox"] = "*"
+    for ip in out.get("ips", []):
+        ip["address"] = str(ipaddress.ip_interface(ip["address"]).network)
+    return out
+
+
+def test_bundled_delegates_are_served_in_process_with_the_executables_results(world: MetaplugWorld,
+                                                                              netns_factory: NetnsFactory) -> None:
+    """The daemon serves mp-* without exec: stand-ins that fail when executed are never run, and the result equals
+    the one the real executables give in thin mode."""
+    world.plugins = dict(MP_PLUGINS)
+    world.add_nad("blue", world.macvlan_static_net("blue"))
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0", default_gw=True)),
+                           [{"name": "blue", "interface": "blue0", "ips": ["192.168.77.10/24"]}, {"name": "red"}])
+    thin_pod, daemon_pod = netns_factory.new("pod"), netns_factory.new("pod")
+    thin = world.call("ADD", conf, pod=thin_pod, container_id="thin", mode="thin")
+    assert thin.code == 0, thin.stdout + thin.stderr
+    assert world.call("DEL", conf, pod=thin_pod, container_id="thin", mode="thin").code == 0
+
+    decoys, marker = world.tmp / "decoys", world.tmp / "executed"
+    decoys.mkdir()
+    for name in (*MP_PLUGINS.values(), "mp-loopback"):
+        (decoys / name).write_text(f"#!/bin/sh\necho {name} >> {marker}\nexit 1\n")
+        (decoys / name).chmod(0o755)
+    world.cni_path = f"{decoys}:/usr/lib/cni"
+    daemon_conf = {**conf, "binDir": str(decoys)}
+    daemon = world.start_daemon()
+    served = world.call("ADD", daemon_conf, pod=daemon_pod, container_id="daemon")
+    assert served.code == 0, served.stdout + served.stderr
+    assert not marker.exists()
+    assert normalized(served.json) == normalized(thin.json)
+    assert daemon_pod.addresses("blue0") == ["192.168.77.10/24"] and daemon_pod.has_link("net2")
+    text = daemon.http("/metrics")[1]
+    assert metric(text, "metaplug_delegate_calls_total", plugin="mp-bridge", verb="ADD", outcome="success") == 2
+    assert world.call("CHECK", daemon_conf, pod=daemon_pod, container_id="daemon").code == 0
+    assert world.call("DEL", daemon_conf, pod=daemon_pod, container_id="daemon").code == 0
+    assert set(daemon_pod.links()) == {"lo"} and world.state_files() == []
+    assert not marker.exists()
+
+
+def test_in_process_can_be_turned_off(world: MetaplugWorld, pod: Netns, tmp_path: Path) -> None:
+    """inProcessDelegates: false execs the bundled delegates like any other."""
+    world.plugins = dict(MP_PLUGINS)
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    daemon = world.start_daemon(inProcessDelegates=False)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    assert '"inProcess": []' in daemon.log()
+    assert world.call("DEL", conf, pod=pod).code == 0
