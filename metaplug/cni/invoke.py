@@ -8,6 +8,7 @@ Only the standard library is used; this runs once per delegate call.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import errno
 import json
 import logging
@@ -45,6 +46,12 @@ call_observers: list[CallObserver] = []
 # registers nothing). Their answers are decoded like an executable's.
 InProcessPlugin = Callable[[Mapping[str, str], bytes], "tuple[int, str, str]"]
 in_process: dict[str, InProcessPlugin] = {}
+
+# What delegates inherit when no `base` is given: our process environment, unless a long-running caller serving many
+# calls (metaplug daemon) sets this for the call's context, so that each call's delegates see its runtime's variables
+# (TRACEPARENT, ...) exactly as they would under a per-call process.
+caller_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("cni_caller_environ",
+                                                                                           default=None)
 
 
 def find_plugin(plugin_type: str, paths: Sequence[str]) -> str:
@@ -90,10 +97,10 @@ def build_env(
 ) -> dict[str, str]:
     """The environment of one delegate call (duty 18).
 
-    The six CNI_* variables are always set explicitly (empty allowed, as libcni does), on top of `base` (default: our
-    own environment), so an inherited CNI_* value can never leak into a delegate call.
+    The six CNI_* variables are always set explicitly (empty allowed, as libcni does), on top of `base` (default: the
+    caller's environment, `caller_environ`), so an inherited CNI_* value can never leak into a delegate call.
     """
-    env = dict(os.environ if base is None else base)
+    env = dict((caller_environ.get() or os.environ) if base is None else base)
     env.update({
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container_id,
@@ -166,7 +173,6 @@ def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float
 def _serve(served: InProcessPlugin, name: str, command: str, stdin: bytes, env: Mapping[str, str],
            timeout: float | None) -> tuple[int, str, str]:
     """Run an in-process plugin in a thread of its own (with the caller's log context), bounded by `timeout`."""
-    import contextvars
     import threading
 
     box: dict[str, Any] = {}

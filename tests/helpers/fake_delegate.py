@@ -12,7 +12,8 @@ Tests copy this file into a temp bin dir under any name, chmod +x, and steer it 
         "stderr": "text",               # written to stderr on every call
         "sleep": 0.5,                   # seconds to wait before answering
         "versions": ["1.0.0"],          # supportedVersions of the VERSION reply
-        "log": "/path/calls.jsonl"}}    # every call appended: command, CNI_* env, stdin, pid, plugin name, time
+        "log": "/path/calls.jsonl"}}    # every call appended: command, CNI_* env (+ TRACEPARENT, BAGGAGE), stdin,
+                                        # pid, plugin name, time
 
 VERSION probes carry no config, so defaults may also come from a sidecar file `<this executable>.json` holding the
 same object as "fake" (the config's "fake" overrides it key by key).
@@ -67,7 +68,7 @@ def main() -> None:
         "plugin": os.path.basename(sys.argv[0]),
         "command": command,
         "mode": mode,
-        "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_")},
+        "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k in ("TRACEPARENT", "BAGGAGE")},
         "stdin": conf if conf or not raw.strip() else raw.decode(errors="replace"),
         "pid": os.getpid(),
         "pgid": os.getpgid(0),

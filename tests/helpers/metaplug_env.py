@@ -240,20 +240,22 @@ class MetaplugWorld:
 
     def call(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
              ifname: str = "eth0", args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
-             netns_path: str | None = None, timeout: float = 120, mode: str | None = None) -> CallResult:
+             netns_path: str | None = None, timeout: float = 120, mode: str | None = None,
+             extra_env: dict[str, str] | None = None) -> CallResult:
         """One CNI call as a runtime makes it, in this world's mode (or `mode`)."""
         argv, stdio = self.command(verb, conf, pod=pod, container_id=container_id, ifname=ifname, args=args,
-                                   netns_path=netns_path, mode=mode)
+                                   netns_path=netns_path, mode=mode, extra_env=extra_env)
         proc = self.node.exec(argv, check=False, timeout=timeout, **stdio)
         return CallResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     def command(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
                 ifname: str = "eth0", args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
-                netns_path: str | None = None, mode: str | None = None) -> tuple[list[str], dict[str, Any]]:
+                netns_path: str | None = None, mode: str | None = None,
+                extra_env: dict[str, str] | None = None) -> tuple[list[str], dict[str, Any]]:
         """(argv, keyword arguments of Netns.exec) of one call: the executable, its stdin and its environment."""
         env = {"PATH": f"{VENV_BIN}:/usr/sbin:/usr/bin:/sbin:/bin", "CNI_COMMAND": verb,
                "CNI_CONTAINERID": container_id, "CNI_IFNAME": ifname, "CNI_PATH": self.cni_path, "CNI_ARGS": args,
-               "CNI_NETNS": netns_path if netns_path is not None else (pod.path if pod else "")}
+               "CNI_NETNS": netns_path if netns_path is not None else (pod.path if pod else ""), **(extra_env or {})}
         exe = VENV_BIN / "metaplug"
         if (mode or self.mode) == "daemon":
             socket_path = self.daemon.socket_path if self.daemon else self.tmp / "d" / "run" / "mp.sock"

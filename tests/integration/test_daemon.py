@@ -146,6 +146,21 @@ def test_socket_is_private_and_the_config_file_gives_defaults(world: MetaplugWor
     assert_nothing_left(world, pod)
 
 
+def test_trace_context_reaches_the_delegates_in_both_modes(world: MetaplugWorld, pod: Netns, mode: str,
+                                                           fakes: list[Path]) -> None:
+    """TRACEPARENT and BAGGAGE of the runtime reach the delegates: inherited in thin mode, forwarded by the shim and
+    handed to that call's delegates only in daemon mode."""
+    log = world.tmp / "trace.log"
+    fakes.append(log)
+    conf = world.metaplug_conf(fake_net(world, "traced", log))
+    trace = {"TRACEPARENT": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", "BAGGAGE": "pod=p1"}
+    assert world.call("ADD", conf, pod=pod, extra_env=trace).code == 0
+    assert world.call("DEL", conf, pod=pod, container_id="c1").code == 0  # a call without them
+    add, delete = [e for e in fake_delegate.read_log(log) if e["command"] in ("ADD", "DEL")]
+    assert {k: add["env"].get(k) for k in trace} == trace
+    assert "TRACEPARENT" not in delete["env"]  # never leaks into another call
+
+
 # ---------------------------------------------------------------- daemon down, spool, readiness
 
 
