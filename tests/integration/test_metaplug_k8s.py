@@ -40,8 +40,9 @@ def api_paths(sim: KubeSim) -> list[str]:
 
 
 def test_annotations_and_nads_from_api_and_network_status_published(world: MetaplugWorld, sim: KubeSim,
-                                                                     pod: Netns) -> None:
-    """ADD reads the pod's annotation and the NADs from the API, attaches, then publishes network-status (R17-R23)."""
+                                                                     pod: Netns, mode: str) -> None:
+    """ADD reads the pod's annotation and the NADs from the API, attaches, then publishes network-status (R17-R23);
+    in thin and in daemon mode."""
     sim.add_nad("default", "red", json.dumps(world.bridge_net("red", "10.99.0.0/24", "mpred0")))
     sim.add_nad("default", "blue", json.dumps(world.macvlan_static_net("blue")))
     sim.add_pod("default", "web", uid=UID, annotations={"k8s.v1.cni.cncf.io/networks": json.dumps(
@@ -103,7 +104,7 @@ def test_api_down_on_add_gives_try_again_within_deadline(world: MetaplugWorld, s
     assert set(pod.links()) == {"lo"} and world.state_files() == []
 
 
-def test_del_with_api_server_stopped(world: MetaplugWorld, sim: KubeSim, pod: Netns) -> None:
+def test_del_with_api_server_stopped(world: MetaplugWorld, sim: KubeSim, pod: Netns, mode: str) -> None:
     sim.add_nad("default", "red", json.dumps(world.bridge_net("red", "10.99.0.0/24", "mpred0")))
     sim.add_pod("default", "web", uid=UID, annotations={"k8s.v1.cni.cncf.io/networks": "red"})
     conf = kube_conf(world, sim)
