@@ -227,7 +227,8 @@ def test_readiness_needs_the_cluster_network(world: MetaplugWorld) -> None:
     cluster = world.bridge_net("cluster", "10.88.0.0/24", "mpcl0")
     cluster["plugins"][0]["type"] = "no-such-plugin"
     daemon = world.start_daemon(delegates=[cluster], binDir=str(world.tmp / "bin"))
-    time.sleep(1.5)
+    wait_for(lambda: "no-such-plugin" in daemon.http("/readyz")[1], what="the first readiness check")
+    time.sleep(1.5)  # and it stays so
     status, body = daemon.http("/readyz")
     assert status == 503 and "no-such-plugin" in body, body
     assert daemon.http("/healthz")[0] == 200
