@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from metaplug.cni import jsonload
 from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
 
@@ -161,7 +162,7 @@ def read(key: JournalKey) -> JournalRecord | None:
 
 def decode(path: str, raw: bytes) -> JournalRecord:
     try:
-        doc = json.loads(raw)
+        doc = jsonload.loads(raw)
     except ValueError as exc:
         raise CorruptJournal(path, f"not JSON ({exc})", None) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):

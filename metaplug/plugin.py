@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, cast
 
 from metaplug import journal
 from metaplug.cni import skel
-from metaplug.cni.env import CniEnv, parse_cni_args
+from metaplug.cni.env import CniEnv, parse_cni_args, valid_attachments
 from metaplug.cni.errors import (
     CHECK_MISMATCH,
     DEL_INCOMPLETE,
@@ -430,13 +430,12 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     from metaplug.cni.chain import gc_network_list, load_conflist
 
     settings = _journal_verb_setup(env, conf)
-    valid_list = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments"))
-    if not isinstance(valid_list, list):
+    valid = valid_attachments(conf)  # a malformed list: code 7
+    if valid is None:
         # Without the list every attachment would look stale; deleting them all on a runtime's mistake is worse
         # than collecting nothing (the bundled delegates do the same).
         log.warning("GC without cni.dev/valid-attachments: nothing collected")
         return None
-    valid = {(v.get("containerID"), v.get("ifname")) for v in valid_list if isinstance(v, dict)}
     errors: list[str] = []
     conflists: dict[str, tuple[NetConf, list[str]]] = {}  # every delegate conflist recorded, by its name
     delegate_valid: dict[str, list[dict[str, str]]] = {}

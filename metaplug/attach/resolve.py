@@ -9,13 +9,13 @@ Where a network's configuration can come from, in order:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from metaplug.cni import jsonload
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # R1
@@ -47,7 +47,7 @@ class LocalNadStore:
         path = os.path.join(self.conf_dir, namespace, f"{name}.json")
         try:
             with open(path, "rb") as fh:
-                data = json.load(fh)
+                data = jsonload.loads(fh.read())
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -101,7 +101,7 @@ class Resolver:
         for path in conf_files(self.conf_dir):
             try:
                 with open(path, "rb") as fh:
-                    raw = json.load(fh)
+                    raw = jsonload.loads(fh.read())
             except (OSError, ValueError):
                 continue
             if isinstance(raw, dict) and raw.get("name") == name:
@@ -163,7 +163,7 @@ class Resolver:
             raise CniError(INVALID_NETWORK_CONFIG, "invalid NetworkAttachmentDefinition",
                            f"{what}: {status_name} spec.config must be a JSON string")
         try:
-            raw = json.loads(config)
+            raw = jsonload.loads(config)
         except ValueError as exc:
             raise CniError(INVALID_NETWORK_CONFIG, "invalid NetworkAttachmentDefinition",
                            f"{what}: {status_name} spec.config is not JSON ({exc})") from None
@@ -188,7 +188,7 @@ class Resolver:
                 continue
             try:
                 with open(path, "rb") as fh:
-                    plugin = json.load(fh)
+                    plugin = jsonload.loads(fh.read())
             except (OSError, ValueError) as exc:
                 raise CniError(INVALID_NETWORK_CONFIG, "cannot read auxiliary chain plugin", f"{path}: {exc}") from None
             if not isinstance(plugin, dict) or not plugin.get("type"):

@@ -15,6 +15,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from metaplug.cni import jsonload
 from metaplug.cni.errors import INVALID_ENVIRONMENT, IO_FAILURE, CniError
 
 if TYPE_CHECKING:
@@ -75,7 +76,7 @@ def read_cache_entry(cache_dir: str, network_name: str, container_id: str, ifnam
     try:
         path = cache_path(cache_dir, network_name, container_id, ifname)
         with open(path, "rb") as f:
-            data = json.loads(f.read())
+            data = jsonload.loads(f.read())
     except (OSError, ValueError, CniError):
         return None
     return _entry_of(data)
@@ -124,7 +125,7 @@ def list_cache(cache_dir: str, network_name: str | None = None) -> list[dict[str
             continue  # our temp files
         try:
             with open(os.path.join(base, fname), "rb") as f:
-                data = json.loads(f.read())
+                data = jsonload.loads(f.read())
         except (OSError, ValueError):
             continue
         if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
@@ -153,8 +154,8 @@ def _entry_of(data: Any) -> dict[str, Any] | None:
 
 def _name_of(raw: bytes) -> Any:
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonload.loads(raw)
+    except ValueError:
         return None
     return data.get("name") if isinstance(data, dict) else None
 
