@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple, cast
 
-from metaplug.cni import jsonload
+from metaplug.cni import files, jsonload
 from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
 
@@ -151,8 +151,7 @@ class JournalKey(NamedTuple):
 def read(key: JournalKey) -> JournalRecord | None:
     """The journal body, None when there is none. Raises CorruptJournal when it exists but is damaged."""
     try:
-        with open(key.path, "rb") as fh:
-            raw = fh.read()
+        raw = files.read_file(key.path)
     except FileNotFoundError:
         return None
     except OSError as exc:

@@ -15,7 +15,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
-from metaplug.cni import jsonload
+from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_ENVIRONMENT, IO_FAILURE, CniError
 
 if TYPE_CHECKING:
@@ -75,8 +75,7 @@ def read_cache_entry(cache_dir: str, network_name: str, container_id: str, ifnam
     """
     try:
         path = cache_path(cache_dir, network_name, container_id, ifname)
-        with open(path, "rb") as f:
-            data = jsonload.loads(f.read())
+        data = jsonload.loads(files.read_file(path))
     except (OSError, ValueError, CniError):
         return None
     return _entry_of(data)
@@ -124,8 +123,7 @@ def list_cache(cache_dir: str, network_name: str | None = None) -> list[dict[str
         if fname.startswith("."):
             continue  # our temp files
         try:
-            with open(os.path.join(base, fname), "rb") as f:
-                data = jsonload.loads(f.read())
+            data = jsonload.loads(files.read_file(os.path.join(base, fname)))
         except (OSError, ValueError):
             continue
         if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:

@@ -166,7 +166,8 @@ def test_gc_with_a_malformed_valid_attachment_is_code_7(entry: Any, tmp_path: Pa
 
 
 def test_bundled_host_local_gc_validates_the_same_way(tmp_path: Path) -> None:
-    from delegates import mp_host_local
+    from metaplug_delegates import mp_host_local
+
     from metaplug.cni import skel
 
     conf = {"cniVersion": "1.1.0", "name": "n", "type": "mp-host-local",
