@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 from metaplug import journal
-from metaplug.cni import files, ns, skel
+from metaplug.cni import ns, skel
 from metaplug.cni.env import CniEnv, parse_cni_args, valid_attachments
 from metaplug.cni.errors import (
     CHECK_MISMATCH,
@@ -445,8 +445,8 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     delegate_valid: dict[str, list[dict[str, str]]] = {}
     for cid, path in journal.list_journals(settings.state_dir):
         try:
-            body = journal.decode(path, files.read_file(path))
-        except (OSError, journal.CorruptJournal) as exc:
+            body = journal.load(path)
+        except (OSError, CniError, journal.CorruptJournal) as exc:
             errors.append(f"{path}: {exc}")
             continue
         if body.get("network") != settings.meta_network:
