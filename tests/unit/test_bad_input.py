@@ -176,3 +176,15 @@ def test_bundled_host_local_gc_validates_the_same_way(tmp_path: Path) -> None:
     code, out, err = skel.dispatch({"CNI_COMMAND": "GC", "CNI_PATH": "/x"}, json.dumps(conf).encode(),
                                    {"GC": mp_host_local.cmd_gc}, name="mp-host-local")
     assert (code, json.loads(out)["code"], err) == (1, 7, "")
+
+
+def test_daemon_decodes_the_env_as_os_environ_does(tmp_path: Path) -> None:
+    """The shim forwards the runtime's env bytes; the daemon must see b'eth\\xff' as thin mode does ('eth\\udcff',
+    code 4), not as 'eth\\ufffd', which would pass for a valid interface name."""
+    from metaplug.daemon.protocol import decode_env
+
+    raw = b"".join(f"{k}={v}".encode() + b"\0" for k, v in _env().items() if k != "CNI_IFNAME")
+    env = decode_env(raw + b"CNI_IFNAME=eth\xff\0")
+    assert env["CNI_IFNAME"] == "eth\udcff"
+    doc = _error(env, json.dumps(_conf(tmp_path)).encode())
+    assert doc["code"] == 4 and "CNI_IFNAME" in doc["details"]

@@ -157,3 +157,24 @@ def test_a_private_state_dir_is_used(tmp_path: Path) -> None:
     key = _seed(state)
     assert plugin.run(_env("DEL"), _conf(state))[:2] == (0, "")
     assert not Path(key.path).exists()
+
+
+def test_the_daemon_replays_no_spooled_del_someone_else_could_have_written(tmp_path: Path) -> None:
+    """A spool record is replayed as root (a DEL with the config it carries): one writable by others, or a FIFO, is
+    moved aside instead of replayed or blocking the replay."""
+    from metaplug.daemon.protocol import encode_request
+    from metaplug.daemon.spool import Spool
+
+    spool = Spool(str(tmp_path / "run" / "spool"))
+    spool.create()
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o700
+    frame = encode_request(_env("DEL"), _conf(tmp_path / "state"))
+    good, loose = tmp_path / "run" / "spool" / "1-1.del", tmp_path / "run" / "spool" / "2-1.del"
+    for path in (good, loose):
+        path.write_bytes(frame)
+        path.chmod(0o600)
+    loose.chmod(0o666)
+    os.mkfifo(tmp_path / "run" / "spool" / "3-1.del", 0o600)
+    assert [r.path for r in spool.pending()] == [str(good)]
+    assert (tmp_path / "run" / "spool" / "2-1.del.corrupt").exists()
+    assert (tmp_path / "run" / "spool" / "3-1.del.corrupt").exists()
