@@ -188,3 +188,13 @@ def test_daemon_decodes_the_env_as_os_environ_does(tmp_path: Path) -> None:
     assert env["CNI_IFNAME"] == "eth\udcff"
     doc = _error(env, json.dumps(_conf(tmp_path)).encode())
     assert doc["code"] == 4 and "CNI_IFNAME" in doc["details"]
+
+
+@pytest.mark.parametrize("content", [DEEP_ARRAY, b"\xff\xfe not text", b"[" * 3000],
+                         ids=["deep-json", "not-utf8", "deep-yaml"])
+def test_a_kubeconfig_metaplug_cannot_read_is_a_cni_error(content: bytes, tmp_path: Path) -> None:
+    (tmp_path / "kubeconfig").write_bytes(content)
+    conf = _conf(tmp_path, kubeconfig=str(tmp_path / "kubeconfig"))
+    env = _env(CNI_IFNAME="mpkube0", CNI_ARGS="IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1")
+    doc = _error(env, json.dumps(conf).encode())
+    assert doc["code"] in (5, 7) and "kubeconfig" in doc["msg"]

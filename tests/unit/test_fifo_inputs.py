@@ -73,3 +73,15 @@ def test_resolv_conf_that_is_a_fifo(tmp_path: Path) -> None:
     code, out, err = _run("delegates.mp_static", env, conf)
     assert code == 1 and out is not None and out["code"] == 7, (out, err)
     assert "resolvConf" in out["msg"]
+
+
+def test_kubeconfig_that_is_a_fifo(tmp_path: Path) -> None:
+    """ADD with the Kubernetes API: the kubeconfig is read before any call; a FIFO there used to block forever."""
+    code, out, err = _run("metaplug", {
+        "CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "mpfifo0",
+        "CNI_PATH": str(tmp_path / "bin"), "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1"},
+        {"cniVersion": "1.1.0", "name": "mp", "type": "metaplug", "stateDir": str(tmp_path / "state"),
+         "binDir": str(tmp_path / "bin"), "kubeconfig": _fifo(tmp_path / "kubeconfig"),
+         "delegates": [{"cniVersion": "1.1.0", "name": "cluster", "plugins": [{"type": "bridge"}]}]})
+    assert code == 1 and out is not None and out["code"] == 5, (out, err)
+    assert "kubeconfig" in out["msg"]
