@@ -151,6 +151,11 @@ def configs(world: World) -> st.SearchStrategy[Any]:
             {"containerID": st.one_of(names, json_values), "ifname": st.one_of(names, json_values)}), max_size=3)),
         "cni.dev/attachments": json_values,
         "prevResult": json_values,
+        # Multus's keys (README "Coming from Multus")
+        "cniDir": st.one_of(bad_paths, st.just(str(world.root / "multus"))), "logToStderr": json_values,
+        "logOptions": st.one_of(json_values, st.fixed_dictionaries({}, optional={
+            "maxSize": json_scalars, "maxBackups": json_scalars, "maxAge": json_scalars, "compress": json_scalars})),
+        "auxiliaryCNIChainName": st.one_of(names, json_values), "retryDeleteOnError": json_values,
     }
     # A few keys at a time, so that most examples get past validation into the verbs' own code.
     overrides = st.lists(st.sampled_from(sorted(mutations)), max_size=3, unique=True).flatmap(
