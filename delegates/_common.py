@@ -50,26 +50,6 @@ def finish(result: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
     return convert_result(out, conf["cniVersion"])
 
 
-def valid_attachments(conf: dict[str, Any]) -> set[tuple[str, str]] | None:
-    """GC input: the (containerID, ifname) pairs to keep; the older key `cni.dev/attachments` too (cni.md 14).
-
-    None when the key is absent: the caller then removes nothing (an absent list is not an empty one).
-    """
-    items = conf.get("cni.dev/valid-attachments")
-    if items is None:
-        items = conf.get("cni.dev/attachments")
-    if items is None:
-        return None
-    if not isinstance(items, list):
-        raise CniError(INVALID_NETWORK_CONFIG, "invalid cni.dev/valid-attachments", "must be a list of objects")
-    keep: set[tuple[str, str]] = set()
-    for item in items:
-        if not isinstance(item, dict):
-            raise CniError(INVALID_NETWORK_CONFIG, "invalid cni.dev/valid-attachments", f"{item!r} is not an object")
-        keep.add((str(item.get("containerID", "")), str(item.get("ifname", ""))))
-    return keep
-
-
 def flag(conf: dict[str, Any], key: str, default: bool = False) -> bool:
     """A boolean config field; the strings "true"/"false" too (as cni.md 16 allows for the list's flags)."""
     value = conf.get(key, default)

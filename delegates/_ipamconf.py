@@ -7,6 +7,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
+from metaplug.cni import files
 from metaplug.cni.env import CniEnv, parse_cni_args
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
@@ -63,9 +64,10 @@ def dns_of(ipam: dict[str, Any]) -> dict[str, Any] | None:
     path = ipam.get("resolvConf")
     if not path:
         return None
+    if not isinstance(path, str):  # open(5) would read file descriptor 5
+        raise CniError(INVALID_NETWORK_CONFIG, "invalid ipam.resolvConf", f"{path!r} is not a file path")
     try:
-        with open(path, encoding="utf-8") as fh:
-            return parse_resolv_conf(fh.read())
+        return parse_resolv_conf(files.read_file(path).decode("utf-8", errors="replace"))
     except OSError as exc:
         raise CniError(INVALID_NETWORK_CONFIG, "cannot read ipam.resolvConf", f"{path}: {exc.strerror}") from None
 

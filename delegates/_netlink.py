@@ -1,26 +1,28 @@
 """pyroute2 helpers shared by the delegates: namespaces, links, addresses, routes.
 
 pyroute2 is imported inside the functions only, so VERSION and the IPAM plugins never pay for it.
-A namespace is opened by path with `NetNS(path, flags=0)`: the default flags would *create* a missing namespace.
+A namespace path is opened and checked by metaplug.cni.ns (non-blocking, must be a network namespace).
 """
 
 from __future__ import annotations
 
 import contextlib
 import ipaddress
-import os
 import secrets
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 from metaplug_delegates import CHECK_FAILED, IFNAME_EXISTS, NETLINK_FAILED
 
-from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
+from metaplug.cni import ns
+from metaplug.cni.errors import CniError
 
 IFF_UP = 0x1
 IFA_F_NODAD = 0x02  # IPv6 addresses are usable at once (no duplicate address detection wait), as the reference does
 RT_TABLE_MAIN = 254
+NETLINK_ROUTE = 0
 ROUTE_METRICS = {"mtu": "RTAX_MTU", "advmss": "RTAX_ADVMSS"}  # 1.1.0 route fields that are route metrics
 
 
@@ -39,14 +41,8 @@ class Link:
 
 
 def netns_exists(path: str) -> bool:
-    return bool(path) and os.path.exists(path)
-
-
-def require_netns(path: str) -> None:
-    """ADD/CHECK on a namespace that does not exist: code 4 naming CNI_NETNS (our documented choice)."""
-    if not netns_exists(path):
-        raise CniError(INVALID_ENVIRONMENT, "container network namespace not found",
-                       f"CNI_NETNS={path!r} does not exist (the container's namespace is gone or the path is wrong)")
+    """True when `path` is a network namespace (DEL: anything else holds nothing of ours, cni.md 11)."""
+    return ns.is_netns(path)
 
 
 @contextlib.contextmanager
@@ -63,15 +59,18 @@ def host() -> Iterator[Any]:
 
 @contextlib.contextmanager
 def netns(path: str) -> Iterator[Any]:
-    """An IPRoute inside the namespace at `path` (never creates it; a missing one is code 4)."""
-    from pyroute2 import NetNS
+    """An IPRoute inside the network namespace at `path`; anything else (gone, a FIFO, a file) is code 4.
 
-    require_netns(path)
+    The netlink socket is made in a thread that entered the namespace (metaplug.cni.ns): no blocking open, no fork
+    (pyroute2's NetNS forks a helper per socket), and the namespace is never created."""
+    from pyroute2 import IPRoute
+
     try:
-        ipr = NetNS(path, flags=0)
+        with ns.opened(path) as fd:
+            sock = ns.run_in(fd, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
+        ipr = IPRoute(fileno=sock.detach())
     except OSError as exc:
-        raise CniError(INVALID_ENVIRONMENT, "cannot enter the container network namespace",
-                       f"CNI_NETNS={path!r}: {exc.strerror or exc}") from None
+        raise failed(f"open a netlink socket in {path}", exc) from None
     try:
         yield ipr
     finally:
@@ -80,13 +79,9 @@ def netns(path: str) -> Iterator[Any]:
 
 @contextlib.contextmanager
 def netns_fd(path: str) -> Iterator[int]:
-    """An open fd of the namespace at `path`, to move or create links into it (IFLA_NET_NS_FD)."""
-    require_netns(path)
-    fd = os.open(path, os.O_RDONLY)
-    try:
+    """An open fd of the network namespace at `path`, to move or create links into it (IFLA_NET_NS_FD)."""
+    with ns.opened(path) as fd:
         yield fd
-    finally:
-        os.close(fd)
 
 
 def failed(op: str, exc: Exception) -> CniError:

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 
 from metaplug_delegates._ranges import IPAddr
 
+from metaplug.cni import files
 from metaplug.cni.errors import IO_FAILURE, CniError
 
 LAST_RESERVED_PREFIX = "last_reserved_ip."
@@ -39,8 +40,8 @@ class Store:
     def locked(self) -> Iterator[Store]:
         """Create the directory if needed and hold its exclusive lock."""
         try:
-            os.makedirs(self.dir, mode=0o755, exist_ok=True)
-            fd = os.open(os.path.join(self.dir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+            files.make_dirs(self.dir)  # 0700 and files 0600 whatever the umask (the reference: 0755/0644)
+            fd = files.open_private(os.path.join(self.dir, LOCK_FILE), os.O_RDWR)
         except OSError as exc:
             raise _io("cannot open the IPAM store", exc) from None
         try:
@@ -53,7 +54,7 @@ class Store:
         """Claim `ip` for container_id/ifname; False when it is taken. Records it as range set `range_id`'s last."""
         path = os.path.join(self.dir, str(ip))
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = files.open_private(path, os.O_WRONLY | os.O_EXCL)
         except FileExistsError:
             return False
         except OSError as exc:
@@ -70,8 +71,8 @@ class Store:
 
     def last_reserved(self, range_id: int) -> IPAddr | None:
         try:
-            with open(os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{range_id}"), encoding="utf-8") as fh:
-                return ipaddress.ip_address(fh.read().strip())
+            raw = files.read_file(os.path.join(self.dir, f"{LAST_RESERVED_PREFIX}{range_id}"))
+            return ipaddress.ip_address(raw.decode().strip())
         except (OSError, ValueError):
             return None
 
@@ -90,8 +91,7 @@ class Store:
             except ValueError:
                 continue  # lock, last_reserved_ip.N, anything else
             try:
-                with open(os.path.join(self.dir, name), encoding="utf-8") as fh:
-                    fields = fh.read().split()
+                fields = files.read_file(os.path.join(self.dir, name)).decode(errors="replace").split()
             except FileNotFoundError:
                 continue
             except OSError as exc:
@@ -129,10 +129,7 @@ class Store:
         return released
 
     def _write(self, name: str, text: str) -> None:
-        tmp = os.path.join(self.dir, f".{name}.tmp")
-        with open(tmp, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, os.path.join(self.dir, name))
+        files.atomic_write(os.path.join(self.dir, name), text.encode(), durable=False)  # a hint, as the reference's
 
 
 def _io(msg: str, exc: OSError) -> CniError:

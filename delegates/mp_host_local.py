@@ -14,12 +14,12 @@ from typing import Any
 
 from metaplug_delegates import ADDRESS_UNAVAILABLE, CHECK_FAILED
 from metaplug_delegates._allocator import Allocation, allocate
-from metaplug_delegates._common import finish, prev_result, require_version, serve, valid_attachments
+from metaplug_delegates._common import finish, prev_result, require_version, serve
 from metaplug_delegates._ipamconf import dns_of, ipam_section, requested_addresses, routes_of
 from metaplug_delegates._ranges import IPAddr, RangeSet, parse_range_sets, range_for
 from metaplug_delegates._store import Store
 
-from metaplug.cni.env import CniEnv, validate_network_name
+from metaplug.cni.env import CniEnv, valid_attachments, validate_network_name
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, NOT_AVAILABLE, CniError
 from metaplug.cni.skel import Handler
 

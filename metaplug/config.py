@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from metaplug.cni.env import validate_network_name
+from metaplug.cni.env import text_problem, validate_network_name
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 if TYPE_CHECKING:
@@ -62,6 +62,9 @@ def _string(raw: dict[str, Any], keys: tuple[str, ...], default: str) -> str:
             if not isinstance(value, str) or not value:
                 raise CniError(INVALID_NETWORK_CONFIG, "invalid metaplug configuration",
                                f"{key}: must be a non-empty string")
+            problem = text_problem(value)  # these name files: a NUL byte or lone surrogate fails every os call
+            if problem:
+                raise CniError(INVALID_NETWORK_CONFIG, "invalid metaplug configuration", f"{key}: {value!r} {problem}")
             return value
     return default
 
@@ -132,12 +135,14 @@ class Settings(NamedTuple):
         # cni.md 5: the name also names the journal files, so it must never carry a path separator.
         validate_network_name(raw.get("name"))
         log_file = raw.get("logFile")
+        if not isinstance(log_file, str) or text_problem(log_file):
+            log_file = None  # ADD refuses such a value (code 7); DEL, CHECK and GC must not fail over a log file
         return cls(
             meta_network=raw["name"],
             state_dir=_string(raw, ("stateDir",), DEFAULT_STATE_DIR),
             bin_dir=_string(raw, ("binDir",), DEFAULT_BIN_DIR),
             log_level=_string(raw, ("logLevel", "loglevel"), "warning").lower(),
-            log_file=log_file if isinstance(log_file, str) and log_file else None,
+            log_file=log_file or None,
             delegate_timeout=_number(raw, "delegateTimeout", DEFAULT_DELEGATE_TIMEOUT),
             log_to_stderr=raw.get("logToStderr") is not False,
             log_rotation=_log_rotation(raw),
@@ -218,11 +223,17 @@ def _log_level(value: str) -> str:
     return value
 
 
+def _no_nul(value: str) -> str:
+    if "\0" in value:  # a path or name with a NUL byte fails every os call later (issue 9)
+        raise ValueError("must not contain a NUL byte")
+    return value
+
+
 def _schemas() -> dict[str, cs.CoreSchema]:
     """Every field kind as a pydantic-core schema (imports pydantic-core: ADD and STATUS only)."""
     from pydantic_core import core_schema as cs
 
-    text = cs.str_schema(min_length=1)
+    text = cs.no_info_after_validator_function(_no_nul, cs.str_schema(min_length=1))  # lone surrogates: refused
     texts = cs.list_schema(text)
     flag, count = cs.bool_schema(strict=True), cs.int_schema(ge=0, strict=True)
     return {

@@ -26,6 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from metaplug.cni import files
+
 CONFLIST_NAME = "00-metaplug.conflist"
 # Not .json/.conf/.conflist: libcni considers EVERY file with those extensions, hidden or not, and this name would sort
 # first and break the runtime's network setup.
@@ -279,7 +281,7 @@ def install(*, cni_bin_dir: str, cni_conf_dir: str, source_bin: list[str], kubec
             if dry_run:
                 actions.append(f"would create directory {d}")
             else:
-                os.makedirs(d, mode=0o755, exist_ok=True)
+                files.make_dirs(d, 0o755)  # exactly 0755 (runtimes' conventional mode), whatever the umask
                 actions.append(f"created directory {d}")
         now = _current(item.path)
         if now is not None and now == (item.content, item.mode):

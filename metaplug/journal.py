@@ -25,6 +25,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple, cast
 
+from metaplug.cni import files, jsonload
 from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
 
@@ -85,31 +86,6 @@ if TYPE_CHECKING:
         result: NotRequired[Result]  # the merged 1.1.0 result (CHECK compares the container against it)
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write(path: str, data: bytes, mode: int = 0o600) -> None:
-    """Write `data` to `path` so a crash leaves either the old or the new content, never a mix."""
-    directory = os.path.dirname(path)
-    tmp = f"{path}.tmp.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            written = os.write(fd, view)
-            view = view[written:]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(directory)
-
-
 def checksum(body: Mapping[str, object]) -> str:
     import hashlib  # lazily: ~7 ms of start-up that VERSION and STATUS do not need
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
@@ -150,18 +126,27 @@ class JournalKey(NamedTuple):
 def read(key: JournalKey) -> JournalRecord | None:
     """The journal body, None when there is none. Raises CorruptJournal when it exists but is damaged."""
     try:
-        with open(key.path, "rb") as fh:
-            raw = fh.read()
+        return load(key.path)
     except FileNotFoundError:
         return None
+
+
+def load(path: str) -> JournalRecord:
+    """The body of the journal file at `path` (FileNotFoundError when there is none). A journal someone else could
+    have written is refused (code 5): DEL would run the delegates it names as root."""
+    try:
+        _require_private(path, os.lstat(path))
+        raw = files.read_file(path)
+    except FileNotFoundError:
+        raise
     except OSError as exc:
-        raise CniError(IO_FAILURE, "cannot read journal", f"{key.path}: {exc}") from None
-    return decode(key.path, raw)
+        raise CniError(IO_FAILURE, "cannot read journal", f"{path}: {exc}") from None
+    return decode(path, raw)
 
 
 def decode(path: str, raw: bytes) -> JournalRecord:
     try:
-        doc = json.loads(raw)
+        doc = jsonload.loads(raw)
     except ValueError as exc:
         raise CorruptJournal(path, f"not JSON ({exc})", None) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("body"), dict):
@@ -178,8 +163,8 @@ def write(key: JournalKey, body: JournalRecord) -> None:
     body["version"] = JOURNAL_VERSION
     doc = {"checksum": checksum(body), "body": body}
     try:
-        os.makedirs(key.container_dir, mode=0o700, exist_ok=True)
-        atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode())
+        files.make_dirs(key.container_dir)
+        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode())
     except OSError as exc:
         raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
 
@@ -212,13 +197,15 @@ def locked(key: JournalKey, *, create: bool = True) -> Iterator[bool]:
 
     Yields False without locking when `create` is False and nothing exists yet.
     """
+    require_private_state_dir(key.state_dir)
     if not create and not os.path.exists(key.container_dir):
         yield False
         return
     while True:
         try:
-            os.makedirs(key.container_dir, mode=0o700, exist_ok=True)
-            fd = os.open(key.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            files.make_dirs(key.container_dir)  # stateDir and its missing parents too, all 0700
+            _require_private(key.container_dir, os.lstat(key.container_dir), "journal directory")
+            fd = files.open_private(key.lock_path, os.O_RDWR)
         except OSError as exc:
             raise CniError(IO_FAILURE, "cannot create lock file", f"{key.lock_path}: {exc}") from None
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -235,8 +222,42 @@ def locked(key: JournalKey, *, create: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
+def require_private_state_dir(state_dir: str) -> None:
+    """Refuse (code 5, cni.md 32) a stateDir that anyone but root could write, or that sits in a directory anyone but
+    root could rename it out of: DEL runs the delegate binaries and configs recorded there, as root. Its parents may
+    be root's and, when sticky (/tmp), writable by others; missing parts are created 0700 by `locked`."""
+    real = os.path.realpath(state_dir)
+    path = real
+    while True:
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as exc:
+            raise CniError(IO_FAILURE, "cannot inspect stateDir", f"{path}: {exc}") from None
+        if st is not None:
+            problem = files.untrusted(st, ancestor=path != real)
+            if problem:
+                raise CniError(IO_FAILURE, "stateDir is not private to root",
+                               f"{path} {problem}; DEL runs the delegates recorded in {state_dir}, so nobody else may "
+                               "be able to write there (chown root, chmod go-w)")
+        parent = os.path.dirname(path)
+        if parent == path:
+            return
+        path = parent
+
+
+def _require_private(path: str, st: os.stat_result, what: str = "journal") -> None:
+    problem = files.untrusted(st)
+    if problem:
+        raise CniError(IO_FAILURE, f"{what} is not private to root",
+                       f"{path} {problem}; it is not used, since DEL would run the delegates it names (chown root, "
+                       "chmod go-w after checking its content)")
+
+
 def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
     """(containerID, journal file path) of every journal in stateDir (GC)."""
+    require_private_state_dir(state_dir)
     try:
         containers = os.listdir(state_dir)
     except FileNotFoundError:

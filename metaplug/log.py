@@ -19,6 +19,8 @@ import threading
 import time
 from typing import Any, NamedTuple
 
+from metaplug.cni import files
+
 LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "panic": logging.CRITICAL}
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
@@ -70,7 +72,7 @@ class RotatingLogFile(logging.Handler):
         self.fd = self._open()
 
     def _open(self) -> int:
-        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        return files.open_log(self.path)  # 0600 whatever the umask, never blocks, no symlink followed (issue 9)
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -155,7 +157,8 @@ def _gzip(path: str) -> None:
     import gzip
     import shutil
 
-    with open(path, "rb") as src, gzip.open(path + ".gz", "wb") as dst:
+    fd = files.open_private(path + ".gz", os.O_WRONLY | os.O_TRUNC)  # 0600 whatever the umask (issue 9)
+    with open(path, "rb") as src, os.fdopen(fd, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as dst:
         shutil.copyfileobj(src, dst)
     os.unlink(path)
 

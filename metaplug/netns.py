@@ -1,7 +1,8 @@
 """Look into and adjust a container's network namespace (CHECK, R9 name collisions, R13 default route).
 
 A network namespace is per thread on Linux, so each operation runs in a short-lived thread that `setns()`s into the
-target namespace: the process itself never leaves its own namespace, and nothing has to fork. Listing interface names
+target namespace (metaplug.cni.ns, which also makes sure the path is a network namespace and never blocks on opening
+it): the process itself never leaves its own namespace, and nothing has to fork. Listing interface names
 uses only the C library (cheap, on the ADD hot path); reading links and addresses (CHECK) uses the small stdlib
 rtnetlink reader in rtnl.py; changing routes (R13) uses pyroute2, imported only then.
 """
@@ -9,50 +10,18 @@ rtnetlink reader in rtnl.py; changing routes (R13) uses pyroute2, imported only 
 from __future__ import annotations
 
 import ipaddress
-import os
-import threading
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
+from metaplug.cni import ns
 from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
 
 T = TypeVar("T")
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int) -> None:
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
 
 
 def run_in_netns(path: str, fn: Callable[[], T]) -> T:
-    """Run `fn` in a thread that has entered the network namespace at `path`; return its result or raise its error."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as exc:
-        raise CniError(INVALID_ENVIRONMENT, "cannot open network namespace", f"{path}: {exc.strerror}") from None
-    box: dict[str, Any] = {}
-
-    def worker() -> None:
-        try:
-            _setns(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    try:
-        thread = threading.Thread(target=worker, name="metaplug-netns", daemon=True)
-        thread.start()
-        thread.join()
-    finally:
-        os.close(fd)
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    """Run `fn` in a thread inside the network namespace at `path` (checked first: not one is code 4)."""
+    return ns.run_in_path(path, fn)
 
 
 def interface_names(path: str) -> set[str]:

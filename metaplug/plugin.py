@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, cast
 
 from metaplug import journal
-from metaplug.cni import skel
-from metaplug.cni.env import CniEnv, parse_cni_args
+from metaplug.cni import ns, skel
+from metaplug.cni.env import CniEnv, parse_cni_args, valid_attachments
 from metaplug.cni.errors import (
     CHECK_MISMATCH,
     DEL_INCOMPLETE,
@@ -89,6 +89,7 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
     cfg = load_config(conf)
     _setup(env, cfg.settings)
     _check_prev_result(conf)
+    ns.require_netns(env.netns)  # code 4 before anything is made: a FIFO, a file or /dev/null is no namespace
     key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.meta_network, env.ifname)
     with journal.locked(key):
         try:
@@ -325,7 +326,9 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
     from metaplug.cni.chain import del_network_list, load_conflist
 
     failures: list[str] = []
-    netns = env.netns or ""
+    # cni.md 11: CNI_NETNS is optional on DEL. A path that is no longer a network namespace holds nothing of ours, and
+    # a delegate that opened it blindly could block (a FIFO) or fail; it gets none, as for a namespace that is gone.
+    netns = env.netns if env.netns and ns.is_netns(env.netns) else ""
     for attachment in list(reversed(body["attachments"])):
         try:
             conflist = load_conflist(attachment["conflist"].encode())
@@ -356,6 +359,7 @@ def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
                        f"cniVersion {conf['cniVersion']} < 0.4.0 (cni.md 12)")
     settings = _journal_verb_setup(env, conf)
     _check_prev_result(conf)
+    ns.require_netns(env.netns)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     with journal.locked(key, create=False) as exists:
         try:
@@ -430,21 +434,19 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     from metaplug.cni.chain import gc_network_list, load_conflist
 
     settings = _journal_verb_setup(env, conf)
-    valid_list = conf.get("cni.dev/valid-attachments", conf.get("cni.dev/attachments"))
-    if not isinstance(valid_list, list):
+    valid = valid_attachments(conf)  # a malformed list: code 7
+    if valid is None:
         # Without the list every attachment would look stale; deleting them all on a runtime's mistake is worse
         # than collecting nothing (the bundled delegates do the same).
         log.warning("GC without cni.dev/valid-attachments: nothing collected")
         return None
-    valid = {(v.get("containerID"), v.get("ifname")) for v in valid_list if isinstance(v, dict)}
     errors: list[str] = []
     conflists: dict[str, tuple[NetConf, list[str]]] = {}  # every delegate conflist recorded, by its name
     delegate_valid: dict[str, list[dict[str, str]]] = {}
     for cid, path in journal.list_journals(settings.state_dir):
         try:
-            with open(path, "rb") as fh:
-                body = journal.decode(path, fh.read())
-        except (OSError, journal.CorruptJournal) as exc:
+            body = journal.load(path)
+        except (OSError, CniError, journal.CorruptJournal) as exc:
             errors.append(f"{path}: {exc}")
             continue
         if body.get("network") != settings.meta_network:
@@ -466,7 +468,7 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
         key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"])
         # cni.md 14 lets GC assume the netns is gone; when it still exists, DEL inside it so nothing is left.
         recorded = body.get("netns") or ""
-        gc_env = CniEnv(command="DEL", container_id=cid, netns=recorded if os.path.exists(recorded) else "",
+        gc_env = CniEnv(command="DEL", container_id=cid, netns=recorded if ns.is_netns(recorded) else "",
                         ifname=body["ifname"], args=body.get("cniArgs", ""), path=env.path)
         try:
             with journal.locked(key, create=False) as exists:

@@ -8,12 +8,12 @@ names the annotation, the element (0-based position and name) and the field, bec
 from __future__ import annotations
 
 import ipaddress
-import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
+from metaplug.cni import jsonload
 from metaplug.cni.env import ifname_problem
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
@@ -332,7 +332,7 @@ def _parse(value: str, default_namespace: str, annotation: str) -> list[Selectio
         raise CniError(INVALID_NETWORK_CONFIG, f"invalid {annotation} annotation", "the value must be a string")
     if _is_json(value):
         try:
-            data = json.loads(value)
+            data = jsonload.loads(value)
         except ValueError as exc:
             raise CniError(
                 INVALID_NETWORK_CONFIG, f"invalid {annotation} annotation", f"the value is not valid JSON: {exc}"

@@ -9,13 +9,13 @@ Where a network's configuration can come from, in order:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # R1
@@ -46,8 +46,7 @@ class LocalNadStore:
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         path = os.path.join(self.conf_dir, namespace, f"{name}.json")
         try:
-            with open(path, "rb") as fh:
-                data = json.load(fh)
+            data = jsonload.loads(files.read_file(path))
         except FileNotFoundError:
             return None
         except (OSError, ValueError) as exc:
@@ -79,8 +78,7 @@ def conf_files(conf_dir: str) -> list[str]:
 
 def load_conf_file(path: str) -> dict[str, Any]:
     try:
-        with open(path, "rb") as fh:
-            data = fh.read()
+        data = files.read_file(path)
     except OSError as exc:
         raise CniError(INVALID_NETWORK_CONFIG, "cannot read network configuration", f"{path}: {exc}") from None
     return _load(data, path)
@@ -100,8 +98,7 @@ class Resolver:
         """The conf in confDir whose `name` is `name` (R2), or None."""
         for path in conf_files(self.conf_dir):
             try:
-                with open(path, "rb") as fh:
-                    raw = json.load(fh)
+                raw = jsonload.loads(files.read_file(path))
             except (OSError, ValueError):
                 continue
             if isinstance(raw, dict) and raw.get("name") == name:
@@ -163,7 +160,7 @@ class Resolver:
             raise CniError(INVALID_NETWORK_CONFIG, "invalid NetworkAttachmentDefinition",
                            f"{what}: {status_name} spec.config must be a JSON string")
         try:
-            raw = json.loads(config)
+            raw = jsonload.loads(config)
         except ValueError as exc:
             raise CniError(INVALID_NETWORK_CONFIG, "invalid NetworkAttachmentDefinition",
                            f"{what}: {status_name} spec.config is not JSON ({exc})") from None
@@ -187,8 +184,7 @@ class Resolver:
             if not path.endswith(".conf"):
                 continue
             try:
-                with open(path, "rb") as fh:
-                    plugin = json.load(fh)
+                plugin = jsonload.loads(files.read_file(path))
             except (OSError, ValueError) as exc:
                 raise CniError(INVALID_NETWORK_CONFIG, "cannot read auxiliary chain plugin", f"{path}: {exc}") from None
             if not isinstance(plugin, dict) or not plugin.get("type"):

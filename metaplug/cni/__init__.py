@@ -11,6 +11,9 @@ Modules (import the one you need; this package imports nothing eagerly, to keep 
   runtime  RuntimeConf: what the runtime knows about one attachment (container, netns, ifname, args)
   cache    libcni-compatible result cache (duty 35)
   chain    run a network configuration list: ADD/DEL/CHECK/STATUS/GC (duties 16-22)
+  jsonload JSON from outside with a nesting bound (duty 8)
+  ns       network namespace paths: opened non-blocking, checked, entered in a thread (duties 2, 11)
+  files    non-blocking reads of regular files; private writes whatever the umask; trust checks
 
 Nothing here may import from the rest of metaplug.
 """

@@ -15,6 +15,7 @@ import json
 import os
 from typing import TYPE_CHECKING, Any
 
+from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_ENVIRONMENT, IO_FAILURE, CniError
 
 if TYPE_CHECKING:
@@ -61,7 +62,8 @@ def write_cache(cache_dir: str, config: bytes | dict[str, Any], rt: RuntimeConf,
     entry["result"] = result
     path = cache_path(cache_dir, name, rt.container_id, rt.ifname)
     try:
-        _atomic_write(path, json.dumps(entry).encode())
+        files.make_dirs(os.path.dirname(path))  # 0700 each (cni.md 35)
+        files.atomic_write(path, json.dumps(entry).encode())
     except OSError as exc:
         raise CniError(IO_FAILURE, "failed to write the result cache", f"{path}: {exc}") from None
     return path
@@ -74,8 +76,7 @@ def read_cache_entry(cache_dir: str, network_name: str, container_id: str, ifnam
     """
     try:
         path = cache_path(cache_dir, network_name, container_id, ifname)
-        with open(path, "rb") as f:
-            data = json.loads(f.read())
+        data = jsonload.loads(files.read_file(path))
     except (OSError, ValueError, CniError):
         return None
     return _entry_of(data)
@@ -123,8 +124,7 @@ def list_cache(cache_dir: str, network_name: str | None = None) -> list[dict[str
         if fname.startswith("."):
             continue  # our temp files
         try:
-            with open(os.path.join(base, fname), "rb") as f:
-                data = json.loads(f.read())
+            data = jsonload.loads(files.read_file(os.path.join(base, fname)))
         except (OSError, ValueError):
             continue
         if not isinstance(data, dict) or data.get("kind") != CACHE_KIND:
@@ -153,49 +153,7 @@ def _entry_of(data: Any) -> dict[str, Any] | None:
 
 def _name_of(raw: bytes) -> Any:
     try:
-        data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonload.loads(raw)
+    except ValueError:
         return None
     return data.get("name") if isinstance(data, dict) else None
-
-
-def _atomic_write(path: str, data: bytes) -> None:
-    directory = os.path.dirname(path)
-    _mkdirs(directory)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    os.close(fd)
-    try:
-        os.rename(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dfd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
-
-
-def _mkdirs(path: str) -> None:
-    """mkdir -p with 0700 for every directory created (os.makedirs applies the mode to the leaf only)."""
-    if os.path.isdir(path):
-        return
-    parent = os.path.dirname(path)
-    if parent and parent != path:
-        _mkdirs(parent)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)

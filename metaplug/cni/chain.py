@@ -17,9 +17,16 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metaplug.cni import cache
+from metaplug.cni import cache, jsonload
 from metaplug.cni import version as cniversion
-from metaplug.cni.env import validate_container_id, validate_ifname, validate_network_name
+from metaplug.cni.env import (
+    LEGACY_ATTACHMENTS_KEY,
+    VALID_ATTACHMENTS_KEY,
+    attachment_pairs,
+    validate_container_id,
+    validate_ifname,
+    validate_network_name,
+)
 from metaplug.cni.errors import (
     DECODE_FAILURE,
     DELEGATE_FAILED,
@@ -32,8 +39,6 @@ from metaplug.cni.runtime import RuntimeConf as RuntimeConf  # re-exported: call
 
 log = logging.getLogger("metaplug.cni.chain")
 
-VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"  # duty 14
-LEGACY_ATTACHMENTS_KEY = "cni.dev/attachments"  # the spec's first spelling; libcni sends both
 
 # Duty 34: the spec's spelling of the keys inside well-known capability values. containerd (go-cni structs without
 # JSON tags) sends HostPort, IngressRate, Servers...; Go plugins match case-insensitively, Python ones would not.
@@ -60,8 +65,8 @@ def load_conflist(data: bytes | dict[str, Any]) -> dict[str, Any]:
     """
     if isinstance(data, bytes | bytearray):
         try:
-            raw = json.loads(data)
-        except (ValueError, UnicodeDecodeError) as exc:
+            raw = jsonload.loads(data)
+        except ValueError as exc:  # UnicodeDecodeError and jsonload.TooDeep too
             raise CniError(DECODE_FAILURE, "failed to decode network configuration", str(exc)) from None
     else:
         raw = data
@@ -259,9 +264,9 @@ def gc_network_list(
     conf = load_conflist(conflist)
     if conf["disableGC"]:
         return
+    valid = attachment_pairs(valid_attachments)
     failures: list[tuple[str, CniError]] = []
     if cache_dir:
-        valid = {(a.get("containerID"), a.get("ifname")) for a in valid_attachments if isinstance(a, dict)}
         for entry in cache.list_cache(cache_dir, conf["name"]):
             if (entry["containerId"], entry["ifName"]) in valid:
                 continue

@@ -5,11 +5,11 @@ Pure functions over a mapping and bytes, so that a daemon can serve the same cod
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 
+from metaplug.cni import jsonload
 from metaplug.cni import version as cniversion
 from metaplug.cni.errors import (
     DECODE_FAILURE,
@@ -32,6 +32,7 @@ REQUIRED_VARS: dict[str, tuple[str, ...]] = {
     "VERSION": (),
 }
 
+CNI_VARS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
 CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")  # duty 3 (and duty 5 for network names)
 MAX_IFNAME_BYTES = 15
 
@@ -54,16 +55,32 @@ def validate_ifname(name: str, what: str = "CNI_IFNAME") -> None:
         raise CniError(INVALID_ENVIRONMENT, f"invalid {what}", f"{name!r}: {problem}")
 
 
+def text_problem(value: str) -> str | None:
+    """Why `value` cannot be a path, name or argument: a NUL byte (the C calls would cut it there) or characters that
+    are not UTF-8 text (an environment value with undecodable bytes reaches Python as lone surrogates, PEP 383).
+    None when it can."""
+    if "\0" in value:
+        return "contains a NUL byte"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
+
+
 def ifname_problem(name: str) -> str | None:
     """Why `name` is not a valid interface name, or None when it is (duty 4)."""
     if not name:
         return "interface name is empty"
+    problem = text_problem(name)
+    if problem:
+        return f"interface name {problem}"
     if len(name.encode()) > MAX_IFNAME_BYTES:
         return f"interface name is longer than {MAX_IFNAME_BYTES} bytes"
     if name in (".", ".."):
         return "interface name may not be '.' or '..'"
     for ch in name:
-        if ch in "/:" or ch.isspace():
+        if ch in "/:" or ch.isspace() or not ch.isprintable():
             return f"interface name may not contain {ch!r}"
     return None
 
@@ -98,6 +115,9 @@ def parse_env(environ: Mapping[str, str]) -> CniEnv:
     command = environ.get("CNI_COMMAND", "")
     if command not in COMMANDS:
         raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {command}")
+    bad = [f"{var}={environ[var]!r} {problem}" for var in CNI_VARS if (problem := text_problem(environ.get(var, "")))]
+    if bad:
+        raise CniError(INVALID_ENVIRONMENT, "invalid env variables", "; ".join(bad))
     missing = [var for var in REQUIRED_VARS[command] if var not in environ or environ[var] == ""]
     # Duty 3: an empty container ID has its own code; report it before the generic list when it is the only gap.
     if "CNI_CONTAINERID" in missing and missing == ["CNI_CONTAINERID"]:
@@ -161,8 +181,8 @@ def parse_stdin(data: bytes | None, *, allow_empty: bool = False, fill_version: 
             return {}
         raise CniError(DECODE_FAILURE, "empty network configuration on stdin")
     try:
-        conf = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
+        conf = jsonload.loads(data)
+    except ValueError as exc:  # UnicodeDecodeError and jsonload.TooDeep too
         raise CniError(DECODE_FAILURE, "failed to decode network configuration", str(exc)) from None
     if not isinstance(conf, dict):
         raise CniError(DECODE_FAILURE, "failed to decode network configuration", "stdin must be one JSON object")
@@ -172,6 +192,37 @@ def parse_stdin(data: bytes | None, *, allow_empty: bool = False, fill_version: 
         conf["cniVersion"] = cniversion.DEFAULT_CONFIG_VERSION
     cniversion.parse(conf["cniVersion"])
     return conf
+
+
+VALID_ATTACHMENTS_KEY = "cni.dev/valid-attachments"  # duty 14
+LEGACY_ATTACHMENTS_KEY = "cni.dev/attachments"  # the spec's first spelling; libcni sends both
+
+
+def valid_attachments(conf: Mapping[str, Any]) -> set[tuple[str, str]] | None:
+    """GC input (duty 14): the (containerID, ifname) pairs to keep, from `cni.dev/valid-attachments` or else the older
+    `cni.dev/attachments`. None when neither key is there: an absent list is not an empty one, so the caller then
+    removes nothing. Anything but a list of {"containerID": str, "ifname": str} objects is code 7."""
+    items = conf.get(VALID_ATTACHMENTS_KEY)
+    if items is None:
+        items = conf.get(LEGACY_ATTACHMENTS_KEY)
+    if items is None:
+        return None
+    return attachment_pairs(items)
+
+
+def attachment_pairs(items: Any) -> set[tuple[str, str]]:
+    """A valid-attachments list as (containerID, ifname) pairs; code 7 naming the first bad entry."""
+    if not isinstance(items, list):
+        raise CniError(INVALID_NETWORK_CONFIG, f"invalid {VALID_ATTACHMENTS_KEY}", "must be a list of objects")
+    keep: set[tuple[str, str]] = set()
+    for i, item in enumerate(items):
+        cid = item.get("containerID") if isinstance(item, dict) else None
+        ifname = item.get("ifname") if isinstance(item, dict) else None
+        if not isinstance(cid, str) or not isinstance(ifname, str):
+            raise CniError(INVALID_NETWORK_CONFIG, f"invalid {VALID_ATTACHMENTS_KEY}",
+                           f"entry {i} must be {{\"containerID\": string, \"ifname\": string}}, not {item!r:.200}")
+        keep.add((cid, ifname))
+    return keep
 
 
 def read_stdin(stream: Any) -> bytes:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from metaplug.cni import jsonload
 from metaplug.cni.errors import (
     DELEGATE_FAILED,
     DELEGATE_NOT_FOUND,
@@ -275,8 +276,8 @@ def _decode_success(name: str, command: str, out: bytes) -> dict[str, Any] | Non
     if not out.strip():
         return None
     try:
-        data = json.loads(out)
-    except (ValueError, UnicodeDecodeError):
+        data = jsonload.loads(out)
+    except ValueError:
         data = None
     if not isinstance(data, dict):
         raise CniError(DELEGATE_FAILED, f"{name} {command} returned an undecodable result",
@@ -288,8 +289,8 @@ def _failure(name: str, command: str, status: int, out: bytes, err: bytes) -> Cn
     """Duty 24: a JSON error on stdout wins; else stderr text and the exit status."""
     if out.strip():
         try:
-            data = json.loads(out)
-        except (ValueError, UnicodeDecodeError):
+            data = jsonload.loads(out)
+        except ValueError:
             data = None
         if isinstance(data, dict):
             exc = CniError.from_dict(data)

@@ -69,7 +69,9 @@ def decode_env(raw: bytes) -> dict[str, str]:
         key, sep, value = entry.partition(b"=")
         if not sep or not key:
             raise ProtocolError(f"env entry {entry[:40]!r} is not KEY=VALUE")
-        env[key.decode(errors="replace")] = value.decode(errors="replace")
+        # As os.environ decodes a thin call's env (PEP 383): undecodable bytes become lone surrogates, which
+        # cni.env refuses with code 4 naming the variable, instead of U+FFFD, which would pass as a character.
+        env[key.decode(errors="surrogateescape")] = value.decode(errors="surrogateescape")
     return env
 
 

@@ -30,7 +30,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from metaplug import plugin
-from metaplug.cni import invoke
+from metaplug.cni import files, invoke
 from metaplug.cni.errors import TRY_AGAIN_LATER, CniError
 from metaplug.cni.skel import INTERNAL_ERROR
 from metaplug.cni.version import CURRENT_VERSION
@@ -158,7 +158,7 @@ class Daemon:
         path = self.cfg.socket_path
         directory = os.path.dirname(path)
         if not os.path.isdir(directory):
-            os.makedirs(directory, mode=0o700)
+            files.make_dirs(directory)  # 0700 each, parents too, whatever the umask
         self.spool.create()
         with contextlib.suppress(FileNotFoundError):
             mode = os.lstat(path).st_mode

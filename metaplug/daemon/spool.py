@@ -14,6 +14,7 @@ import os
 import threading
 from typing import NamedTuple
 
+from metaplug.cni import files
 from metaplug.daemon.protocol import ProtocolError, Request, decode_request
 
 log = logging.getLogger("metaplug.daemon.spool")
@@ -43,7 +44,7 @@ class Spool:
         self._lock = threading.Lock()
 
     def create(self) -> None:
-        os.makedirs(self.directory, mode=0o700, exist_ok=True)
+        files.make_dirs(self.directory)  # 0700 each, parents too, whatever the umask
 
     def pending(self) -> list[Record]:
         """Every readable record, oldest first (unreadable ones are moved aside on the way)."""
@@ -68,8 +69,12 @@ class Spool:
 
     def _load(self, path: str) -> Record | None:
         try:
-            with open(path, "rb") as fh:
-                request = decode_request(fh.read())
+            # A record is replayed as root: one that someone else could have written is not (issue 9), and a FIFO
+            # in its place must not block the replay.
+            problem = files.untrusted(os.lstat(path))
+            if problem:
+                raise ProtocolError(f"record {problem}")
+            request = decode_request(files.read_file(path))
             if request.env.get("CNI_COMMAND") != "DEL":
                 raise ProtocolError(f"spooled call is {request.env.get('CNI_COMMAND')!r}, not DEL")
         except FileNotFoundError:

@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -59,11 +59,10 @@ class Credentials:
         """The bearer token to send now. A token file is re-read on every call: projected tokens rotate."""
         if self.token_file:
             try:
-                with open(self.token_file, encoding="utf-8") as f:
-                    token = f.read().strip()
-            except OSError as e:
+                token = files.read_file(self.token_file).decode().strip()  # never blocks on a FIFO (issue 9)
+            except (OSError, UnicodeDecodeError) as e:
                 raise CniError(IO_FAILURE, "cannot read the Kubernetes token file",
-                               f"{self.token_file}: {e.strerror or e}") from None
+                               f"{self.token_file}: {getattr(e, 'strerror', None) or e}") from None
             if not token:
                 raise CniError(IO_FAILURE, "the Kubernetes token file is empty", self.token_file)
             return token
@@ -82,7 +81,9 @@ def _bad(path: str, details: str) -> CniError:
 
 def _parse(path: str, text: str) -> Any:
     try:
-        return json.loads(text)
+        return jsonload.loads(text)
+    except jsonload.TooDeep as e:
+        raise _bad(path, str(e)) from None
     except ValueError:
         pass
     try:
@@ -91,6 +92,8 @@ def _parse(path: str, text: str) -> Any:
         raise _bad(path, "not JSON, and PyYAML is not installed to read YAML") from None
     try:
         return yaml.safe_load(text)
+    except RecursionError:
+        raise _bad(path, "nested too deeply") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -143,10 +146,9 @@ def load_kubeconfig(path: str, context: str | None = None) -> Credentials:
     Raises CniError code 7 (naming the file and the key) for anything unusable, code 5 when it cannot be read.
     """
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except OSError as e:
-        raise CniError(IO_FAILURE, "cannot read kubeconfig", f"{path}: {e.strerror or e}") from None
+        text = files.read_file(path).decode()  # never blocks on a FIFO (issue 9)
+    except (OSError, UnicodeDecodeError) as e:
+        raise CniError(IO_FAILURE, "cannot read kubeconfig", f"{path}: {getattr(e, 'strerror', None) or e}") from None
     doc = _parse(path, text)
     if not isinstance(doc, Mapping):
         raise _bad(path, "not a kubeconfig (expected a mapping with clusters, users and contexts)")

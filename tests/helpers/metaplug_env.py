@@ -241,10 +241,13 @@ class MetaplugWorld:
     def call(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
              ifname: str = "eth0", args: str = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1",
              netns_path: str | None = None, timeout: float = 120, mode: str | None = None,
-             extra_env: dict[str, str] | None = None) -> CallResult:
-        """One CNI call as a runtime makes it, in this world's mode (or `mode`)."""
+             extra_env: dict[str, str] | None = None, umask: int | None = None) -> CallResult:
+        """One CNI call as a runtime makes it, in this world's mode (or `mode`), under `umask` when given (the
+        runtime's umask, which metaplug must not depend on: issue 9)."""
         argv, stdio = self.command(verb, conf, pod=pod, container_id=container_id, ifname=ifname, args=args,
                                    netns_path=netns_path, mode=mode, extra_env=extra_env)
+        if umask is not None:
+            argv = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *argv]
         proc = self.node.exec(argv, check=False, timeout=timeout, **stdio)
         return CallResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 

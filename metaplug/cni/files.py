@@ -1,0 +1,153 @@
+"""Reading files that others may have put in place, and writing private state whatever the umask (issue 9).
+
+Reading: `read_file` opens without blocking (O_NONBLOCK: a FIFO where a config file should be would block a plain
+open(2) forever) and accepts only a regular file. Every failure, a NUL byte in the path included, is an OSError, which
+the callers already turn into their CNI error.
+
+Writing: metaplug and the bundled delegates keep state that root acts on later (DEL runs the delegate binaries and
+configs recorded in the journal), so every directory they create is DIR_MODE (0700) and every file FILE_MODE (0600),
+set with chmod after creation: the runtime's umask (000, 022, 077) never decides. `atomic_write` writes a hidden temp
+file `.<name>.tmp.<pid>` next to the target, fsyncs it, renames it over the target, fsyncs the directory, and removes
+the temp file when any step fails.
+
+Trust: `untrusted` says why an existing file or directory must not be trusted with root's actions.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+MAX_READ = 16 << 20  # bytes: more than any config or journal; a file that never ends (/dev/zero) is not read forever
+
+
+def _os_path(path: str) -> str:
+    """`path`, or OSError EINVAL when no system call could take it (a NUL byte, a lone surrogate)."""
+    try:
+        os.fsencode(path)
+    except UnicodeEncodeError:
+        raise OSError(errno.EINVAL, "path is not valid UTF-8", path) from None
+    if "\0" in path:
+        raise OSError(errno.EINVAL, "path contains a NUL byte", path)
+    return path
+
+
+def read_file(path: str, limit: int = MAX_READ) -> bytes:
+    """The content of the regular file at `path`; OSError for anything else (missing: FileNotFoundError)."""
+    fd = os.open(_os_path(path), READ_FLAGS)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise OSError(errno.EFBIG, f"larger than {limit} bytes", path)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def make_dirs(path: str, mode: int = DIR_MODE) -> None:
+    """mkdir -p: every directory created here gets exactly `mode` (os.makedirs leaves the parents to the umask)."""
+    path = _os_path(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path.rstrip("/"))
+    if parent and parent != path:
+        make_dirs(parent, mode)
+    try:
+        os.mkdir(path, mode)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+        return
+    os.chmod(path, mode)
+
+
+def open_private(path: str, flags: int, mode: int = FILE_MODE) -> int:
+    """os.open with O_CREAT | O_CLOEXEC | O_NOFOLLOW; a file created by this call gets exactly `mode`."""
+    path = _os_path(path)
+    base = flags | os.O_CLOEXEC | os.O_NOFOLLOW
+    try:
+        fd = os.open(path, base | os.O_CREAT | os.O_EXCL, mode)
+    except FileExistsError:
+        if flags & os.O_EXCL:
+            raise
+        return os.open(path, base, mode)
+    try:
+        os.fchmod(fd, mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool = True) -> None:
+    """Replace `path` by `data` so that a crash leaves the old or the new content, never a mix (see module doc).
+    `durable=False` skips the fsyncs (state that is rebuilt anyway)."""
+    directory = os.path.dirname(path) or "."
+    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a crashed process that had our pid
+    fd = open_private(tmp, os.O_WRONLY | os.O_EXCL, mode)
+    try:
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+            if durable:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    if durable:
+        fsync_dir(directory)
+
+
+def fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def untrusted(st: os.stat_result, *, ancestor: bool = False) -> str | None:
+    """Why a file or directory with this lstat() must not be trusted with root's actions, or None when it may.
+
+    Trusted: owned by this process's uid (root on a node) and writable by nobody else. An `ancestor` directory may
+    also be root's, and writable by others when it is sticky (/tmp: nobody else can rename what is ours in it).
+    """
+    uid = os.geteuid()
+    if st.st_uid not in ((uid, 0) if ancestor else (uid,)):
+        return f"is owned by uid {st.st_uid}, not {uid}"
+    sticky_dir = stat.S_ISDIR(st.st_mode) and bool(st.st_mode & stat.S_ISVTX)
+    if st.st_mode & 0o022 and not (ancestor and sticky_dir):
+        return f"is writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
+    return None
+
+
+def open_log(path: str) -> int:
+    """An fd appending to the log file at `path`, created FILE_MODE. Non-blocking open and regular files only (a FIFO
+    without a reader would block, one with a reader could stall every write); O_NOFOLLOW, so a symlink planted where
+    the log file goes cannot make root append to another file."""
+    fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "not a regular file", path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
