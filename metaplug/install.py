@@ -478,8 +478,9 @@ def daemon_readiness(url: str, timeout: float = 2.0) -> tuple[bool, str]:
     import urllib.error
     import urllib.request
 
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # the daemon is local: never via a proxy
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
+        with opener.open(url, timeout=timeout) as reply:
             return reply.status == 200, reply.read(500).decode(errors="replace").strip()
     except urllib.error.HTTPError as e:
         return False, f"{e.code} {e.read(500).decode(errors='replace').strip()}"
