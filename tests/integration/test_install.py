@@ -44,6 +44,7 @@ class Node:
         (self.sa / "ca.crt").write_bytes(CA)
         for name in ("metaplug", "mp-bridge"):
             (self.src / name).write_bytes(b"#!/bin/sh\necho " + name.encode() + b"\n")
+            (self.src / name).chmod(0o755)
         self.kubeconfig = self.conf / "metaplug.d" / "metaplug.kubeconfig"
 
     def run(self, *, dry_run: bool = False, env: dict[str, str] | None = None, **kw: Any) -> list[str]:
@@ -155,7 +156,7 @@ def test_token_rotation_rewrites_only_the_kubeconfig(node: Node) -> None:
     (node.sa / "token").write_text("sa-token-2")
     actions = node.run()
     assert [a for a in actions if not a.startswith("unchanged")] == [
-        f"wrote {node.kubeconfig}", f"recorded the installed files in {node.conf / inst.MANIFEST_NAME}"]
+        f"recorded the installed files in {node.conf / inst.MANIFEST_NAME}", f"wrote {node.kubeconfig}"]
     assert load_kubeconfig(str(node.kubeconfig)).bearer_token() == "sa-token-2"
 
 
@@ -211,8 +212,9 @@ def test_the_written_kubeconfig_works_against_the_api(node: Node, tmp_path: Path
 def test_command_line(node: Node, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     for k, v in ENV.items():
         monkeypatch.setenv(k, v)
-    common = ["--cni-bin-dir", str(node.bin), "--cni-conf-dir", str(node.conf), "--sa-dir", str(node.sa),
-              "--kubeconfig-out", str(node.kubeconfig), "--source-bin", str(node.src / "metaplug")]
+    common = ["--mode", "thin", "--cni-bin-dir", str(node.bin), "--cni-conf-dir", str(node.conf),
+              "--sa-dir", str(node.sa), "--kubeconfig-out", str(node.kubeconfig),
+              "--source-bin", str(node.src / "metaplug")]
     before = node.snapshot(dir_mtimes=False)
     assert inst.main(["install", *common, "--dry-run"]) == 0
     assert "would write" in capsys.readouterr().out and node.snapshot(dir_mtimes=False) == before
@@ -222,3 +224,91 @@ def test_command_line(node: Node, capsys: pytest.CaptureFixture[str], monkeypatc
     assert node.snapshot(dir_mtimes=False) == before
     assert inst.main(["install", *common, "--cni-conf-dir", str(node.root / "nowhere")]) == 1
     assert "no CNI network configuration" in capsys.readouterr().err
+
+
+def test_a_file_install_replaces_is_put_back_by_uninstall(node: Node) -> None:
+    """A binary of the same name that was there before install (another version, someone else's) is kept aside as a
+    hard link and restored by uninstall: same inode, mode, mtime and content, as if install had never run."""
+    old = node.bin / "metaplug"
+    old.write_bytes(b"#!/bin/sh\necho older\n")
+    old.chmod(0o700)
+    same = node.bin / "mp-bridge"
+    same.write_bytes((node.src / "mp-bridge").read_bytes())  # identical to what install brings: never written
+    same.chmod(0o755)
+    before = node.snapshot(dir_mtimes=False)
+    actions = node.run()
+    assert f"unchanged {same}" in actions and f"wrote {old}" in actions
+    assert old.read_bytes() == (node.src / "metaplug").read_bytes()
+    assert not any(p.suffix in inst.CONF_EXTENSIONS for p in node.bin.iterdir())
+    assert all(a.startswith("unchanged") for a in node.run())  # the second run keeps the first backup
+    actions = inst.uninstall(cni_conf_dir=str(node.conf))
+    assert f"restored the original {old}" in actions and f"kept {same}: it was there before install" in actions
+    assert node.snapshot(dir_mtimes=False) == before
+
+
+def test_install_refuses_a_conflist_naming_an_executable_it_does_not_install(node: Node) -> None:
+    before = node.snapshot()
+    with pytest.raises(inst.InstallError, match="not installing one of that name"):
+        node.run(source_bin=[])  # the old behaviour: no metaplug found, conflist written anyway
+    with pytest.raises(inst.InstallError, match="not installing one of that name"):
+        node.run(name=inst.SHIM_NAME, primary=inst.SHIM_NAME)  # daemon mode without a shim
+    console_script = node.root / "venv-bin" / "metaplug"  # what pip makes in the image
+    console_script.parent.mkdir()
+    console_script.write_bytes(b"#!/opt/image-venv/bin/python\nimport metaplug\n")
+    console_script.chmod(0o755)
+    before = node.snapshot()
+    with pytest.raises(inst.InstallError, match="interpreter /opt/image-venv/bin/python does not exist on the host"):
+        node.run(source_bin=[str(console_script)])
+    with pytest.raises(inst.InstallError, match="a static executable is required"):
+        node.run(static_only=True)
+    assert node.snapshot() == before
+
+
+def test_own_conflists_are_never_wrapped(node: Node) -> None:
+    shim_conf = {"cniVersion": "1.0.0", "name": "x", "plugins": [{"type": inst.SHIM_NAME}]}
+    (node.conf / "01-shim.conflist").write_text(json.dumps(shim_conf))
+    assert inst.find_cluster_network(str(node.conf)) == str(node.conf / "10-calico.conflist")
+
+
+def test_uninstall_keeps_the_daemon_dirs_while_they_hold_journals_or_spooled_dels(tmp_path: Path) -> None:
+    state, run_dir = tmp_path / "state", tmp_path / "run"
+    (state / "c1").mkdir(parents=True)
+    (state / "c1" / "mp-eth0.json").write_text("{}")
+    (run_dir / "spool").mkdir(parents=True)
+    (run_dir / "spool" / "1-1.del").write_bytes(b"MPQ1")
+    config = tmp_path / "daemon.json"
+    config.write_text(json.dumps({"socketPath": str(run_dir / "mp.sock"), "stateDir": str(state)}))
+    actions = inst.remove_daemon_dirs(str(config))
+    assert actions[0].startswith(f"warning: 1 journals in {state}")
+    assert f"kept directory {run_dir / 'spool'}: not empty (1-1.del)" in actions
+    assert (state / "c1" / "mp-eth0.json").exists() and (run_dir / "spool" / "1-1.del").exists()
+    (state / "c1" / "mp-eth0.json").unlink()
+    (state / "c1").rmdir()
+    (run_dir / "spool" / "1-1.del").unlink()
+    assert inst.remove_daemon_dirs(str(config), dry_run=True)[0] == f"would remove directory {run_dir / 'spool'}"
+    assert inst.remove_daemon_dirs(str(config)) == [f"removed directory {d}" for d in (run_dir / "spool", run_dir,
+                                                                                        state)]
+    assert not run_dir.exists() and not state.exists()
+
+
+def test_an_install_interrupted_part_way_is_undone_by_uninstall(node: Node, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The manifest is written before any file: install failing (or killed) after replacing a binary but before the
+    conflist still leaves a record from which uninstall restores the node."""
+    old = node.bin / "metaplug"
+    old.write_bytes(b"#!/bin/sh\necho older\n")
+    old.chmod(0o755)
+    before = node.snapshot(dir_mtimes=False)
+    real_write = inst._write_atomic
+
+    def write_then_fail(path: str, content: bytes, mode: int) -> None:
+        if path.endswith(inst.CONFLIST_NAME):
+            raise OSError(28, "No space left on device")
+        real_write(path, content, mode)
+
+    monkeypatch.setattr(inst, "_write_atomic", write_then_fail)
+    with pytest.raises(OSError):
+        node.run()
+    assert old.read_bytes() == (node.src / "metaplug").read_bytes() and node.kubeconfig.exists()
+    monkeypatch.setattr(inst, "_write_atomic", real_write)
+    inst.uninstall(cni_conf_dir=str(node.conf))
+    assert node.snapshot(dir_mtimes=False) == before

@@ -17,8 +17,8 @@ def test_generated_conflist_drives_a_real_add_and_del(node: Netns, pod: Netns, t
          "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"), "ranges": [[{"subnet": "10.33.0.0/24"}]]}},
         {"type": "portmap", "capabilities": {"portMappings": True}}]}
     (conf_dir / "10-podnet.conflist").write_text(json.dumps(cluster))
-    run([str(VENV_BIN / "metaplug"), "install", "--cni-bin-dir", str(bin_dir), "--cni-conf-dir", str(conf_dir),
-         "--source-bin", str(VENV_BIN / "metaplug"), "--no-kubeconfig"])
+    run([str(VENV_BIN / "metaplug"), "install", "--mode", "thin", "--cni-bin-dir", str(bin_dir),
+         "--cni-conf-dir", str(conf_dir), "--source-bin", str(VENV_BIN / "metaplug"), "--no-kubeconfig"])
     generated = conf_dir / "00-metaplug.conflist"
     assert (bin_dir / "metaplug").is_file()
     conflist = json.loads(generated.read_text())
@@ -57,7 +57,7 @@ def test_install_as_multus_replaces_multus(node: Netns, pod: Netns, tmp_path: Pa
         {"type": "bridge", "bridge": "mpinst1", "isGateway": True,
          "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"), "ranges": [[{"subnet": "10.34.0.0/24"}]]}}]}
     (conf_dir / "10-podnet.conflist").write_text(json.dumps(cluster))
-    run([str(VENV_BIN / "metaplug"), "install", "--name", "multus", "--cni-bin-dir", str(bin_dir),
+    run([str(VENV_BIN / "metaplug"), "install", "--mode", "thin", "--name", "multus", "--cni-bin-dir", str(bin_dir),
          "--cni-conf-dir", str(conf_dir), "--source-bin", str(VENV_BIN / "metaplug"), "--no-kubeconfig"])
     assert sorted(p.name for p in bin_dir.iterdir()) == ["multus"]
     generated = conf_dir / "00-metaplug.conflist"
