@@ -36,9 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-from metaplug.executable import host_problem
-
 from metaplug.cni import files
+from metaplug.executable import host_problem
 
 CONFLIST_NAME = "00-metaplug.conflist"
 # Not .json/.conf/.conflist: libcni considers EVERY file with those extensions, hidden or not, and this name would sort
