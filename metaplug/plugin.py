@@ -282,7 +282,7 @@ def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
         if target is not key:
             reason = f"DEL of what was recorded under network {target.meta_network!r}"
             log.warning("the configuration's name changed since ADD; deleting what was recorded under the old name",
-                        extra={"recorded_name": target.meta_network, "network_name": key.meta_network})
+                        extra={"recorded_meta_network": target.meta_network, "meta_network": key.meta_network})
         try:
             with journal.locked(target, create=False) as exists:
                 if exists:
@@ -456,7 +456,7 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             if (cid, body.get("ifname")) in valid:
                 log.warning("GC: a valid attachment is recorded under another network name (the configuration's "
                             "name changed since ADD); DEL removes it", extra={"container": cid,
-                            "ifname": body.get("ifname"), "recorded_name": body.get("network")})
+                            "ifname": body.get("ifname"), "recorded_meta_network": body.get("network")})
             _count_as_valid(delegate_valid, cid, body)
             continue
         for attachment in body["attachments"]:

@@ -38,8 +38,8 @@ def test_del_under_a_new_name_deletes_what_the_old_name_recorded(world: Metaplug
     assert delete.code == 0, delete.stdout + delete.stderr
     assert set(pod.links()) == {"lo"}
     assert world.reservations() == [] and world.state_files() == []
-    renamed = [w for w in _warnings(world) if w.get("recorded_name") == "net-a"]
-    assert len(renamed) == 1 and renamed[0]["network_name"] == "net-b" and renamed[0]["verb"] == "DEL"
+    renamed = [w for w in _warnings(world) if w.get("recorded_meta_network") == "net-a"]
+    assert len(renamed) == 1 and renamed[0]["meta_network"] == "net-b" and renamed[0]["verb"] == "DEL"
     assert world.call("DEL", _conf(world, "net-b"), pod=pod).code == 0  # repeated DEL: nothing left, success
 
 
@@ -80,7 +80,7 @@ def test_gc_under_a_new_name_keeps_the_old_names_addresses(world: MetaplugWorld,
     assert result.code == 0, result.stdout + result.stderr
     assert world.reservations() == ["cluster/10.88.0.2", "cluster/10.88.0.3"]
     assert old_pod.has_link("eth0") and new_pod.has_link("eth0")
-    assert any(w.get("recorded_name") == "net-a" and w["verb"] == "GC" for w in _warnings(world))
+    assert any(w.get("recorded_meta_network") == "net-a" and w["verb"] == "GC" for w in _warnings(world))
     for cid, p in (("old", old_pod), ("new", new_pod)):
         assert world.call("DEL", conf("net-b"), pod=p, container_id=cid).code == 0
     assert world.reservations() == [] and world.state_files() == []
