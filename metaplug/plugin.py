@@ -49,9 +49,13 @@ RESULT_VERSION = "1.1.0"  # attachments are merged in this shape, then converted
 
 def _setup(env: CniEnv, settings: Settings) -> None:
     from metaplug import log as mplog
+    from metaplug.cni import trace
 
-    mplog.configure(settings.log_level, settings.log_file,
-                    {"verb": env.command, "container": env.container_id, "ifname": env.ifname},
+    context = {"verb": env.command, "container": env.container_id, "ifname": env.ifname}
+    trace_id = trace.trace_id(trace.current().get("TRACEPARENT"))
+    if trace_id:  # a malformed TRACEPARENT is ignored, never an error (W3C Trace Context)
+        context["trace_id"] = trace_id
+    mplog.configure(settings.log_level, settings.log_file, context,
                     to_stderr=settings.log_to_stderr, rotation=settings.log_rotation)
     if settings.multus_differences:
         log.warning("Multus configuration keys that metaplug does not act on as Multus does: "

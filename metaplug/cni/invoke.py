@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from metaplug.cni import jsonload
+from metaplug.cni import jsonload, trace
 from metaplug.cni.errors import (
     DELEGATE_FAILED,
     DELEGATE_NOT_FOUND,
@@ -47,12 +47,6 @@ call_observers: list[CallObserver] = []
 # registers nothing). Their answers are decoded like an executable's.
 InProcessPlugin = Callable[[Mapping[str, str], bytes], "tuple[int, str, str]"]
 in_process: dict[str, InProcessPlugin] = {}
-
-# What delegates inherit when no `base` is given: our process environment, unless a long-running caller serving many
-# calls (metaplug daemon) sets this for the call's context, so that each call's delegates see its runtime's variables
-# (TRACEPARENT, ...) exactly as they would under a per-call process.
-caller_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar("cni_caller_environ",
-                                                                                           default=None)
 
 
 def find_plugin(plugin_type: str, paths: Sequence[str]) -> str:
@@ -95,13 +89,19 @@ def build_env(
     args: str = "",
     paths: Sequence[str] = (),
     base: Mapping[str, str] | None = None,
+    trace_context: Mapping[str, str] | None = None,
 ) -> dict[str, str]:
     """The environment of one delegate call (duty 18).
 
-    The six CNI_* variables are always set explicitly (empty allowed, as libcni does), on top of `base` (default: the
-    caller's environment, `caller_environ`), so an inherited CNI_* value can never leak into a delegate call.
+    The six CNI_* variables are always set explicitly (empty allowed, as libcni does), on top of `base` (default: our
+    own environment), so an inherited CNI_* value can never leak into a delegate call. The same holds for the trace
+    context (TRACEPARENT, TRACESTATE, BAGGAGE): `trace_context`, by default the current call's (cni.trace), replaces
+    whatever `base` carries, so a delegate sees the trace of the call it serves, never a stale one.
     """
-    env = dict((caller_environ.get() or os.environ) if base is None else base)
+    env = dict(os.environ if base is None else base)
+    for name in trace.TRACE_VARS:
+        env.pop(name, None)
+    env.update(trace.current() if trace_context is None else trace.from_environ(trace_context))
     env.update({
         "CNI_COMMAND": command,
         "CNI_CONTAINERID": container_id,

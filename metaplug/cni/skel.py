@@ -13,6 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NoReturn
 
+from metaplug.cni import trace
 from metaplug.cni import version as cniversion
 from metaplug.cni.env import CniEnv, parse_env, parse_stdin, read_stdin
 from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
@@ -46,6 +47,7 @@ def dispatch(
     """Run one CNI call. Returns (exit status, stdout text, stderr text); stdout holds at most one JSON document."""
     if not environ.get("CNI_COMMAND"):
         return 0, "", about_line(name, supported) + "\n"
+    trace.use(environ)  # every delegate this call runs gets the call's TRACEPARENT/TRACESTATE/BAGGAGE
     err_version = cniversion.CURRENT_VERSION
     try:
         env = parse_env(environ)

@@ -15,12 +15,14 @@ import struct
 from collections.abc import Callable, Mapping
 from typing import NamedTuple
 
+from metaplug.cni import trace
+
 REQUEST_MAGIC = b"MPQ1"
 RESPONSE_MAGIC = b"MPA1"
 MAX_ENV = 1 << 20  # 1 MiB
 MAX_STDIN = 16 << 20  # 16 MiB
 MAX_OUTPUT = 16 << 20  # each of stdout and stderr in a response
-FORWARDED_VARS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")
+FORWARDED_VARS = trace.TRACE_VARS  # besides CNI_*: the trace context (the shim forwards the same)
 _U32 = struct.Struct(">I")
 
 

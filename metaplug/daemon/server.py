@@ -39,7 +39,6 @@ from metaplug.daemon import inprocess
 from metaplug.daemon.config import SHUTDOWN_TIMEOUT, WAIT_TIMEOUT, ConfigError, DaemonConfig, load, merged_stdin
 from metaplug.daemon.metrics import Metrics, serve_http
 from metaplug.daemon.protocol import (
-    FORWARDED_VARS,
     NoRequest,
     ProtocolError,
     Request,
@@ -316,17 +315,10 @@ class Daemon:
     def _run(self, request: Request) -> Response:
         stdin, conf = merged_stdin(self.cfg.defaults, request.stdin)
         self._note(conf)
-        # In a copy of the context: the call's log context (log.configure) ends with the call, and its delegates
-        # inherit the runtime's TRACEPARENT, TRACESTATE and BAGGAGE as they would from a thin-mode process.
-        status, out, err = contextvars.copy_context().run(self._core, request.env, stdin)
+        # In a copy of the context: the call's log context (log.configure) and its trace context (cni.trace, which
+        # dispatch takes from the forwarded TRACEPARENT, TRACESTATE and BAGGAGE for every delegate) end with the call.
+        status, out, err = contextvars.copy_context().run(plugin.run, request.env, stdin)
         return Response(status, out.encode(), err.encode())
-
-    @staticmethod
-    def _core(env: dict[str, str], stdin: bytes) -> tuple[int, str, str]:
-        forwarded = {k: env[k] for k in FORWARDED_VARS if k in env}
-        if forwarded:
-            invoke.caller_environ.set({**os.environ, **forwarded})
-        return plugin.run(env, stdin)
 
     def _note(self, conf: dict[str, Any]) -> None:
         state_dir = conf.get("stateDir")

@@ -12,8 +12,8 @@ Tests copy this file into a temp bin dir under any name, chmod +x, and steer it 
         "stderr": "text",               # written to stderr on every call
         "sleep": 0.5,                   # seconds to wait before answering
         "versions": ["1.0.0"],          # supportedVersions of the VERSION reply
-        "log": "/path/calls.jsonl"}}    # every call appended: command, CNI_* env (+ TRACEPARENT, BAGGAGE), stdin,
-                                        # pid, plugin name, time
+        "log": "/path/calls.jsonl"}}    # every call appended: command, CNI_* and trace env, stdin, pid, plugin,
+                                        # time
 
 VERSION probes carry no config, so defaults may also come from a sidecar file `<this executable>.json` holding the
 same object as "fake" (the config's "fake" overrides it key by key).
@@ -45,6 +45,7 @@ import sys
 import time
 from typing import Any
 
+TRACE_VARS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")  # the trace context a runtime passes on (cni #1173)
 ALL_VERSIONS = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
 
 
@@ -68,7 +69,7 @@ def main() -> None:
         "plugin": os.path.basename(sys.argv[0]),
         "command": command,
         "mode": mode,
-        "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k in ("TRACEPARENT", "BAGGAGE")},
+        "env": {k: v for k, v in os.environ.items() if k.startswith("CNI_") or k in TRACE_VARS},
         "stdin": conf if conf or not raw.strip() else raw.decode(errors="replace"),
         "pid": os.getpid(),
         "pgid": os.getpgid(0),
