@@ -23,6 +23,8 @@ def add_arguments(sub: Any) -> None:
     parser.add_argument("container", nargs="?", help="a container ID: print its journals in full (JSON)")
     parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR,
                         help=f"metaplug's stateDir (default {DEFAULT_STATE_DIR})")
+    parser.add_argument("--json", action="store_true",
+                        help="one JSON object per line for every recorded attachment (corrupt journals: one line each)")
     parser.set_defaults(handler=run)
 
 
@@ -41,8 +43,33 @@ def _rows(state_dir: str, only: str | None) -> list[tuple[str, str, JournalRecor
     return rows
 
 
+def attachment_lines(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
+    """One flat, self-contained record per attachment of a journal (for `--json` and for scripts)."""
+    lines = []
+    for att in body.get("attachments", []):
+        result = att.get("result") or {}
+        sandboxed = [i for i in result.get("interfaces", []) if i.get("sandbox")]
+        conflist = json.loads(att["conflist"]) if isinstance(att.get("conflist"), str) else {}
+        lines.append({
+            "container": body.get("containerId"), "metaNetwork": body.get("network"),
+            "runtimeIfname": body.get("ifname"), "netns": body.get("netns"), "pod": body.get("pod"),
+            "ifname": att.get("ifname"), "network": att.get("network"), "conflist": conflist.get("name"),
+            "cluster": bool(att.get("cluster")), "defaultRoute": att.get("defaultRoute") or [],
+            "state": att.get("state"), "mac": next((i.get("mac") for i in sandboxed), None),
+            "addresses": [ip.get("address") for ip in result.get("ips", [])], "journal": path,
+        })
+    return lines
+
+
 def run(args: argparse.Namespace) -> int:
     rows = _rows(args.state_dir, args.container)
+    if args.json:
+        for cid, path, body, problem in rows:
+            records = attachment_lines(body, path) if body is not None else [
+                {"container": cid, "journal": path, "problem": problem}]
+            for record in records:
+                print(json.dumps(record, sort_keys=True))
+        return 0 if rows or not args.container else 1
     if args.container:
         if not rows:
             print(f"no journal for container {args.container} in {args.state_dir}", file=sys.stderr)

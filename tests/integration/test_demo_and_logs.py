@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from tests.helpers.metaplug_env import MetaplugWorld
-from tests.helpers.netns import VENV_BIN, Netns, is_root, run
+from tests.helpers.netns import VENV_BIN, Netns, NetnsFactory, is_root, run
 
 
 def test_demo_runs_and_leaves_nothing_behind() -> None:
@@ -53,3 +53,27 @@ def test_state_command_lists_recorded_attachments(world: MetaplugWorld, pod: Net
     (world.state_dir / "podA" / "mp-eth0.json").write_text("{broken")
     assert "CORRUPT" in run(state).stdout.decode()
     assert world.call("DEL", conf, pod=pod, container_id="podA").code == 0
+
+
+def test_state_json_prints_every_attachment_as_one_json_line(world: MetaplugWorld, pod: Netns,
+                                                             netns_factory: NetnsFactory) -> None:
+    """`metaplug state --json`: one object per attachment of every journal; a corrupt journal is a line too."""
+    world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
+    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0")), "red")
+    other = netns_factory.new("pod")
+    assert world.call("ADD", conf, pod=pod, container_id="podA").code == 0
+    assert world.call("ADD", conf, pod=other, container_id="podB").code == 0
+    state = [str(VENV_BIN / "metaplug"), "state", "--json", "--state-dir", str(world.state_dir)]
+    lines = [json.loads(line) for line in run(state).stdout.decode().splitlines()]
+    assert [(r["container"], r["ifname"], r["network"], r["state"]) for r in lines] == [
+        ("podA", "eth0", "cluster", "added"), ("podA", "net1", "default/red", "added"),
+        ("podB", "eth0", "cluster", "added"), ("podB", "net1", "default/red", "added")]
+    first = lines[0]
+    assert first["netns"] == pod.path and first["cluster"] is True and first["metaNetwork"] == "mp"
+    assert first["addresses"] == pod.addresses("eth0") and first["mac"] == pod.links()["eth0"]["address"]
+    assert first["conflist"] == "cluster" and first["pod"] == {"namespace": "default", "name": "p1", "uid": None}
+    (world.state_dir / "podB" / "mp-eth0.json").write_text("{broken")
+    lines = [json.loads(line) for line in run(state).stdout.decode().splitlines()]
+    assert len(lines) == 3 and "not JSON" in lines[2]["problem"] and lines[2]["container"] == "podB"
+    assert world.call("DEL", conf, pod=pod, container_id="podA").code == 0
+    assert world.call("DEL", conf, pod=other, container_id="podB").code == 0
