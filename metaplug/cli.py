@@ -1,4 +1,4 @@
-"""The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `daemon`, `state`, `install`,
+"""The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `daemon`, `state`, `explain`, `install`,
 `uninstall`, `version` (also `--version`).
 
 `metaplug` with neither arguments nor CNI_COMMAND prints the help on stdout and, for cni.md duty 1, the one-line
@@ -36,10 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON: metaplug's conflist keys (the defaults of every call) plus socketPath, spoolDir, "
                              "metricsAddress, maxConcurrentCalls")
     sub.add_parser("version", help="print metaplug's version and the CNI versions it supports")
-    from metaplug import inspect_state, install
+    from metaplug import explain, inspect_state, install
 
     install.add_arguments(sub)
     inspect_state.add_arguments(sub)
+    explain.add_arguments(sub)
     return parser
 
 

@@ -43,7 +43,7 @@ def _rows(state_dir: str, only: str | None) -> list[tuple[str, str, JournalRecor
     return rows
 
 
-def attachment_lines(body: dict[str, Any], path: str) -> list[dict[str, Any]]:
+def attachment_lines(body: JournalRecord, path: str) -> list[dict[str, Any]]:
     """One flat, self-contained record per attachment of a journal (for `--json` and for scripts)."""
     lines = []
     for att in body.get("attachments", []):

@@ -18,7 +18,7 @@ import logging
 import os
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 
 from metaplug import journal
 from metaplug.cni import ns, skel
@@ -36,7 +36,7 @@ from metaplug.cni.errors import (
 )
 
 if TYPE_CHECKING:
-    from metaplug.attach.plan import PodRef
+    from metaplug.attach.plan import Attachment, PodRef
     from metaplug.cni.documents import JsonObject, NetConf, Result
     from metaplug.config import MetaplugConfig, Settings
     from metaplug.journal import JournalRecord
@@ -106,59 +106,11 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
 
 
 def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.JournalKey) -> Result:
-    from metaplug import netns
-    from metaplug.attach.plan import (
-        PlanInputs,
-        build_plan,
-        describe,
-        pod_ref,
-        runtime_annotations,
-        secondary_cni_args,
-    )
-    from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
-    from metaplug.cni.invoke import find_plugin
-
-    cni_args = parse_cni_args(env.args)
-    pod = pod_ref(cni_args)
-    runtime_config: JsonObject = conf["runtimeConfig"] if isinstance(conf.get("runtimeConfig"), dict) else {}
-    annotations = runtime_annotations(runtime_config)
-    sources: list[NadSource] = []
-    kube = _kube_context(cfg, pod, cni_args)
-    if kube is not None:
-        if annotations is None:
-            annotations = kube.pod_annotations()
-        sources.append(kube.nad_source())
-    sources.append(LocalNadStore(cfg.conf_dir))
-    resolver = Resolver(cfg.conf_dir, sources, namespace_isolation=cfg.namespace_isolation,
-                        global_namespaces=cfg.global_namespaces)
-    inputs = PlanInputs(ifname=env.ifname, pod=pod, runtime_config=runtime_config, annotations=annotations,
-                        config_networks=_config_networks(conf, cni_args))
-    plan = build_plan(cfg, inputs, resolver, existing_ifnames=lambda: netns.interface_names(env.netns))
-    paths = _paths(cfg.bin_dir, env)
-    for attachment in plan:  # every binary found before the first delegate runs
-        for plugin in attachment.conflist["plugins"]:
-            try:
-                find_plugin(plugin["type"], paths)
-            except CniError as err:  # issue 10.5: name who needed the missing binary
-                who = describe(attachment.ifname, attachment.status_name, cluster=attachment.cluster,
-                               source=attachment.source)
-                raise CniError(err.code, f"{who} needs plugin {plugin['type']!r}: {err.msg}", err.details) from None
-    _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
-
-    body: JournalRecord = {
-        "containerId": env.container_id, "ifname": env.ifname, "network": cfg.meta_network, "netns": env.netns,
-        "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
-        "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
-        "attachments": [
-            {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
-             "cniArgs": env.args if a.cluster else secondary_cni_args(env.args),  # R30
-             "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
-             "state": "planned", "result": None}
-            for a in plan
-        ],
-    }
     from metaplug.cni.convert import convert_result
     from metaplug.runner import run_attachments
+
+    body, kube = plan_add(env, conf, cfg)
+    _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
 
     try:
         results = run_attachments(key, body, parallel=cfg.parallel)
@@ -179,6 +131,76 @@ def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.Jo
     if kube is not None:
         kube.publish_status(status)
     return reply
+
+
+class PlannedAdd(NamedTuple):
+    """Everything an ADD decided before its first delegate runs (shared by ADD and `metaplug explain`)."""
+
+    body: JournalRecord  # the journal body, attachments in state "planned"
+    kube: KubeContext | None  # the Kubernetes side, when configured and the runtime names the pod
+
+
+def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig) -> PlannedAdd:
+    """Validate and plan an ADD without running any delegate: sources, NADs, elements, interface names (inside
+    CNI_NETNS when one is given), binaries. ADD runs exactly this plan; `metaplug explain` prints it."""
+    from metaplug import netns
+    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations, secondary_cni_args
+    from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
+
+    cni_args = parse_cni_args(env.args)
+    pod = pod_ref(cni_args)
+    runtime_config: JsonObject = conf["runtimeConfig"] if isinstance(conf.get("runtimeConfig"), dict) else {}
+    annotations = runtime_annotations(runtime_config)
+    sources: list[NadSource] = []
+    kube = _kube_context(cfg, pod, cni_args)
+    if kube is not None:
+        if annotations is None:
+            annotations = kube.pod_annotations()
+        sources.append(kube.nad_source())
+    sources.append(LocalNadStore(cfg.conf_dir))
+    resolver = Resolver(cfg.conf_dir, sources, namespace_isolation=cfg.namespace_isolation,
+                        global_namespaces=cfg.global_namespaces)
+    inputs = PlanInputs(ifname=env.ifname, pod=pod, runtime_config=runtime_config, annotations=annotations,
+                        config_networks=_config_networks(conf, cni_args))
+    plan = build_plan(cfg, inputs, resolver,
+                      existing_ifnames=(lambda: netns.interface_names(env.netns)) if env.netns else None)
+    paths = _paths(cfg.bin_dir, env)
+    _find_binaries(plan, paths)
+    body: JournalRecord = {
+        "containerId": env.container_id, "ifname": env.ifname, "network": cfg.meta_network, "netns": env.netns,
+        "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
+        "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
+        "attachments": [
+            {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
+             "cniArgs": env.args if a.cluster else secondary_cni_args(env.args),  # R30
+             "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
+             "state": "planned", "result": None}
+            for a in plan
+        ],
+    }
+    return PlannedAdd(body, kube)
+
+
+def _find_binaries(plan: list[Attachment], paths: list[str]) -> None:
+    """Every delegate binary is found before the first delegate runs; each missing one is named with the attachment
+    that needs it (issue 10.5), all of them in one error."""
+    from metaplug.attach.plan import describe
+    from metaplug.cni.invoke import find_plugin
+
+    errors: list[CniError] = []
+    for attachment in plan:
+        for plugin in attachment.conflist["plugins"]:
+            try:
+                find_plugin(plugin["type"], paths)
+            except CniError as err:
+                who = describe(attachment.ifname, attachment.status_name, cluster=attachment.cluster,
+                               source=attachment.source)
+                errors.append(CniError(err.code, f"{who} needs plugin {plugin['type']!r}: {err.msg}", err.details))
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise CniError(errors[0].code, f"{len(errors)} delegate plugins not found",
+                       "; ".join(f"{err.msg}: {err.details}" for err in errors))
 
 
 def _finish(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, body: JournalRecord,
