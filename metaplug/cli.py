@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the namespaces and files (prints how to remove them)")
     demo.add_argument("--reference", action="store_true",
                       help="use the reference plugins (/usr/lib/cni, /opt/cni/bin) instead of the bundled mp-* ones")
+    demo.add_argument("--show-calls", action="store_true",
+                      help="print the exact environment and stdin of every CNI call, as commands to replay by hand")
     daemon = sub.add_parser("daemon", help="serve CNI calls from metaplug-shim on a unix socket (daemon mode)")
     daemon.add_argument("--config", required=True, metavar="FILE",
                         help="JSON: metaplug's conflist keys (the defaults of every call) plus socketPath, spoolDir, "
@@ -60,7 +62,7 @@ def main(argv: list[str]) -> int:
     if args.command == "demo":
         from metaplug.demo import run_demo
 
-        return run_demo(keep=args.keep, reference=args.reference)
+        return run_demo(keep=args.keep, reference=args.reference, show_calls=args.show_calls)
     if args.command == "daemon":
         from metaplug.daemon.server import run_cli
 

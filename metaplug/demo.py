@@ -5,15 +5,18 @@ runtime: it calls metaplug (inside the node namespace, exactly as a runtime woul
 - the cluster network: a bridge with host-local IPAM, as eth0,
 - "blue": a macvlan on the node's uplink with a static address requested by the pod annotation,
 - "red": a second bridge network with host-local IPAM,
-prints the merged CNI result and the pod's addresses, runs CHECK and DEL, shows the pod is empty again, and removes
-everything it made, also when interrupted. The project's own delegates (mp-*) are used when installed next to
-metaplug, else the reference plugins in /usr/lib/cni or /opt/cni/bin.
+prints the merged CNI result, the network-status it recorded (which network each interface came from) and the pod's
+addresses, runs CHECK and DEL, shows the pod is empty again, and removes everything it made, also when interrupted.
+With `show_calls`, every CNI call to metaplug is printed with its exact environment and stdin, as a command line that
+replays it by hand (with `keep`, the namespaces and files stay so the replay works). The project's own delegates
+(mp-*) are used when installed next to metaplug, else the reference plugins in /usr/lib/cni or /opt/cni/bin.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import signal
 import subprocess
@@ -64,7 +67,25 @@ def _networks(work: Path, names: dict[str, str], uplink: str) -> tuple[dict[str,
     return cluster, nads
 
 
-def run_demo(*, keep: bool = False, reference: bool = False) -> int:
+def _status_table(status: list[dict[str, Any]]) -> str:
+    """The network-status entries (R17-R23): which network each interface of the pod came from."""
+    lines = [f"{'INTERFACE':<10} {'NETWORK':<16} {'DEFAULT':<8} {'MAC':<18} IPS"]
+    for entry in status:
+        lines.append(f"{entry.get('interface', '?'):<10} {entry.get('name', '?'):<16} "
+                     f"{str(entry.get('default', False)).lower():<8} {entry.get('mac', ''):<18} "
+                     f"{', '.join(entry.get('ips', []))}")
+    return "\n".join(lines)
+
+
+def _replay(node: str, exe: str, env: dict[str, str], stdin_file: Path, stdin: str) -> str:
+    """The exact call, as text a user can paste: its stdin, then `ip netns exec` with exactly its environment."""
+    assignments = " \\\n    ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
+    return (f"# stdin ({stdin_file}):\n{stdin}\n"
+            f"ip netns exec {shlex.quote(node)} env -i \\\n    {assignments} \\\n"
+            f"    {shlex.quote(exe)} < {shlex.quote(str(stdin_file))}")
+
+
+def run_demo(*, keep: bool = False, reference: bool = False, show_calls: bool = False) -> int:
     if os.geteuid() != 0 or shutil.which("ip") is None:
         print("metaplug demo needs root and iproute2 (ip)", file=sys.stderr)
         return 2
@@ -119,9 +140,17 @@ def run_demo(*, keep: bool = False, reference: bool = False) -> int:
                "CNI_NETNS": f"/var/run/netns/{pod}", "CNI_IFNAME": "eth0", "CNI_PATH": cni_path,
                "CNI_ARGS": f"IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=demo-{tag}"}
 
+        calls_dir = work / "calls"
+        calls_dir.mkdir()
+
         def call(verb: str) -> subprocess.CompletedProcess[str]:
-            return _sh("ip", "netns", "exec", node, metaplug_exe, check=False, input=json.dumps(stdin),
-                       env={**env, "CNI_COMMAND": verb})
+            data, call_env = json.dumps(stdin), {**env, "CNI_COMMAND": verb}
+            if show_calls:
+                stdin_file = calls_dir / f"{verb.lower()}.json"
+                stdin_file.write_text(data)
+                print(f"== CNI call {verb}: exact environment and stdin (replay by hand; --keep keeps the files)")
+                print(_replay(node, metaplug_exe, call_env, stdin_file, data) + "\n")
+            return _sh("ip", "netns", "exec", node, metaplug_exe, check=False, input=data, env=call_env)
 
         add = call("ADD")
         if add.returncode != 0:
@@ -130,6 +159,11 @@ def run_demo(*, keep: bool = False, reference: bool = False) -> int:
             return 1
         print("== ADD: the merged CNI result metaplug returned ==")
         print(json.dumps(json.loads(add.stdout), indent=2))
+        journal_file = work / "state" / env["CNI_CONTAINERID"] / f"{stdin['name']}-{env['CNI_IFNAME']}.json"
+        status = json.loads(journal_file.read_text())["body"].get("status", [])
+        print("\n== network-status metaplug recorded (k8s.v1.cni.cncf.io/network-status: where each interface came "
+              "from) ==")
+        print(_status_table(status))
         print(f"\n== ip -br addr in the pod ({pod}) ==")
         print(_sh("ip", "-n", pod, "-br", "addr").stdout)
         print("== ip route in the pod ==")

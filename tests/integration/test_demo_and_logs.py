@@ -77,3 +77,46 @@ def test_state_json_prints_every_attachment_as_one_json_line(world: MetaplugWorl
     assert len(lines) == 3 and "not JSON" in lines[2]["problem"] and lines[2]["container"] == "podB"
     assert world.call("DEL", conf, pod=pod, container_id="podA").code == 0
     assert world.call("DEL", conf, pod=other, container_id="podB").code == 0
+
+
+def _replay_block(out: str, verb: str) -> str:
+    """The shell command `--show-calls` printed for `verb` (from `ip netns exec` to the stdin redirection)."""
+    block = out.split(f"== CNI call {verb}:", 1)[1]
+    start = block.index("ip netns exec")
+    end = block.index("\n", block.index(" < ", start))
+    return block[start:end]
+
+
+def test_demo_shows_network_status_and_calls_that_replay_by_hand() -> None:
+    """The demo prints the network-status (which network each interface came from) and, with --show-calls, each
+    call's exact env and stdin; replaying the printed ADD and DEL by hand (with --keep) attaches and detaches."""
+    if not is_root():
+        pytest.skip("needs root")
+    proc = subprocess.run([str(VENV_BIN / "metaplug"), "demo", "--show-calls", "--keep"], capture_output=True,
+                          text=True, timeout=120)
+    first = proc.stdout.splitlines()[0].split()
+    node, pod = first[3], first[7].rstrip(";")
+    work = proc.stdout.rsplit("rm -r ", 1)[-1].strip()
+    try:
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        status = proc.stdout.split("== network-status", 1)[1]
+        assert "eth0       demo-cluster     true" in status
+        assert "blue0      default/blue     false" in status and "192.168.77.10" in status
+        assert "net2       default/red      false" in status
+        add = _replay_block(proc.stdout, "ADD")
+        assert "CNI_COMMAND=ADD" in add and f"ip netns exec {node} env -i" in add
+        replay = subprocess.run(["bash", "-c", add], capture_output=True, text=True, timeout=60)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        assert json.loads(replay.stdout)["ips"][1]["address"] == "192.168.77.10/24"
+        links = run(["ip", "-n", pod, "-br", "link"]).stdout.decode()
+        assert "blue0" in links and "net2" in links
+        replay = subprocess.run(["bash", "-c", _replay_block(proc.stdout, "DEL")], capture_output=True, text=True,
+                                timeout=60)
+        assert replay.returncode == 0 and replay.stdout == ""
+        assert "blue0" not in run(["ip", "-n", pod, "-br", "link"]).stdout.decode()
+    finally:
+        for ns in (node, pod):
+            if ns.startswith("mpdemo-"):
+                run(["ip", "netns", "delete", ns], check=False)
+        if work.startswith("/tmp/metaplug-demo-"):
+            subprocess.run(["rm", "-rf", work], check=False)
