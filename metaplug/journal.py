@@ -179,8 +179,13 @@ def set_aside(key: JournalKey) -> str | None:
     return dest
 
 
-def remove(key: JournalKey) -> None:
-    """Remove the journal, its lock file and the container dir when it is empty."""
+def remove(key: JournalKey, *, keep_lock: bool = False) -> None:
+    """Remove the journal, its lock file and the container dir when it is empty. `keep_lock` keeps the lock file (and
+    so the dir): the caller holds the lock and goes on working under it (a repeated ADD)."""
+    if keep_lock:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(key.path)
+        return
     for path in (key.path, key.lock_path):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
@@ -201,11 +206,17 @@ def locked(key: JournalKey, *, create: bool = True) -> Iterator[bool]:
     if not create and not os.path.exists(key.container_dir):
         yield False
         return
+    vanished = 0
     while True:
         try:
             files.make_dirs(key.container_dir)  # stateDir and its missing parents too, all 0700
             _require_private(key.container_dir, os.lstat(key.container_dir), "journal directory")
             fd = files.open_private(key.lock_path, os.O_RDWR)
+        except FileNotFoundError as exc:
+            vanished += 1  # the empty container dir was removed between making and opening (DEL, doctor --fix)
+            if vanished < 5:
+                continue
+            raise CniError(IO_FAILURE, "cannot create lock file", f"{key.lock_path}: {exc}") from None
         except OSError as exc:
             raise CniError(IO_FAILURE, "cannot create lock file", f"{key.lock_path}: {exc}") from None
         fcntl.flock(fd, fcntl.LOCK_EX)
@@ -253,6 +264,34 @@ def _require_private(path: str, st: os.stat_result, what: str = "journal") -> No
         raise CniError(IO_FAILURE, f"{what} is not private to root",
                        f"{path} {problem}; it is not used, since DEL would run the delegates it names (chown root, "
                        "chmod go-w after checking its content)")
+
+
+@contextlib.contextmanager
+def locked_if_present(key: JournalKey, *, wait: bool = True) -> Iterator[bool]:
+    """Take the lock of `key` only when its lock file exists; never creates anything (doctor: looking must leave no
+    trace). With `wait` False, a lock someone holds is not waited for.
+
+    Yields True while holding it (no verb is inside its critical section then), False when absent, busy (no `wait`)
+    or removed by its holder meanwhile.
+    """
+    try:
+        fd = os.open(key.lock_path, os.O_RDWR)
+    except OSError:
+        yield False
+        return
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            acquired = False
+        else:
+            try:
+                acquired = os.fstat(fd).st_ino == os.stat(key.lock_path).st_ino  # not unlinked meanwhile
+            except FileNotFoundError:
+                acquired = False
+        yield acquired
+    finally:
+        os.close(fd)
 
 
 def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:

@@ -98,7 +98,8 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
     with journal.locked(key):
         try:
             # cni.md 36: Nomad retries ADD without DEL and kubelet may repeat it; never leak the earlier attempt.
-            _delete_recorded(key, env, reason="repeated ADD")
+            # The lock file stays: this ADD goes on under it, and a file unlinked now would let another verb in.
+            _delete_recorded(key, env, reason="repeated ADD", keep_lock=True)
             return _add_locked(env, conf, cfg, key)
         finally:
             if not os.path.exists(key.path):
@@ -322,7 +323,7 @@ def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     return None
 
 
-def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str) -> None:
+def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str, keep_lock: bool = False) -> None:
     """DEL everything the journal records (caller holds the lock); remove the journal when all is gone."""
     try:
         body = journal.read(key)
@@ -332,20 +333,21 @@ def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str) -> No
                   extra={"path": bad.path, "reason": bad.reason, "moved_to": aside})
         if bad.partial is None or not isinstance(bad.partial.get("attachments"), list):
             log.error("nothing recoverable in the corrupt journal; inspect it by hand", extra={"moved_to": aside})
-            journal.remove(key)
+            journal.remove(key, keep_lock=keep_lock)
             return
         body = cast("JournalRecord", bad.partial)  # unverified: each attachment's DEL reports what it cannot use
     if body is None:
-        journal.remove(key)
+        journal.remove(key, keep_lock=keep_lock)
         return
     log.info("deleting recorded attachments", extra={"reason": reason, "count": len(body.get("attachments", []))})
-    failures = _delete_attachments(key, env, body)
+    failures = _delete_attachments(key, env, body, keep_lock=keep_lock)
     if failures:
         raise CniError(DEL_INCOMPLETE, f"{reason}: could not delete every attachment", "; ".join(failures))
-    journal.remove(key)
+    journal.remove(key, keep_lock=keep_lock)
 
 
-def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list[str]:
+def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecord, *,
+                        keep_lock: bool = False) -> list[str]:
     """Reverse order, every attachment attempted (R27). Entries leave the journal only once their DEL succeeded,
     except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly. When the last entry
     goes, so do the journal and its lock file."""
@@ -370,8 +372,36 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
         if body["attachments"]:
             journal.write(key, body)
         else:
-            journal.remove(key)
+            journal.remove(key, keep_lock=keep_lock)
     return failures
+
+
+def delete_journaled(key: journal.JournalKey, *, reason: str, only_if_netns_gone: bool = False) -> bool:
+    """DEL what the journal of `key` records, as the runtime's DEL would, under the container's lock (GC, doctor).
+
+    cni.md 14 lets GC assume the netns is gone; when it still exists, DEL runs inside it so nothing is left. With
+    `only_if_netns_gone` (doctor --fix) nothing happens unless the journal, read under the lock, names a netns that no
+    longer exists. True when a DEL ran.
+    """
+    with journal.locked(key, create=False) as exists:
+        if not exists:
+            return False
+        found: Mapping[str, object] | None
+        try:
+            found, corrupt = journal.read(key), False
+        except journal.CorruptJournal as bad:
+            found, corrupt = bad.partial, True  # DEL sets it aside and deletes what can be read
+        if found is None and not corrupt:
+            journal.remove(key)  # gone meanwhile: only the lock file this took is left
+            return False
+        recorded = str((found or {}).get("netns") or "")
+        present = bool(recorded) and ns.is_netns(recorded)
+        if only_if_netns_gone and (corrupt or present):
+            return False
+        env = CniEnv(command="DEL", container_id=key.container_id, netns=recorded if present else "",
+                     ifname=key.ifname)
+        _delete_recorded(key, env, reason=reason)
+        return True
 
 
 # ---------------------------------------------------------------- CHECK
@@ -492,14 +522,8 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             _count_as_valid(delegate_valid, cid, body)
             continue
         key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"])
-        # cni.md 14 lets GC assume the netns is gone; when it still exists, DEL inside it so nothing is left.
-        recorded = body.get("netns") or ""
-        gc_env = CniEnv(command="DEL", container_id=cid, netns=recorded if ns.is_netns(recorded) else "",
-                        ifname=body["ifname"], args=body.get("cniArgs", ""), path=env.path)
         try:
-            with journal.locked(key, create=False) as exists:
-                if exists:
-                    _delete_recorded(key, gc_env, reason="GC")
+            delete_journaled(key, reason="GC")
         except CniError as err:
             errors.append(f"{cid}/{body['ifname']}: {err}")
     for name, (conflist, paths) in sorted(conflists.items()):

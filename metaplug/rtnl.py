@@ -12,12 +12,14 @@ import os
 import socket
 import struct
 from collections.abc import Iterator
+from typing import NamedTuple
 
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
 RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
-IFLA_ADDRESS, IFLA_IFNAME = 1, 3
+IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_LINK_NETNSID = 1, 3, 5, 10, 18, 37
+IFLA_INFO_KIND = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 
 _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
@@ -69,18 +71,49 @@ def _dump(request_type: int, payload: bytes) -> Iterator[tuple[int, bytes]]:
                 yield kind, body
 
 
-def links() -> dict[int, tuple[str, str]]:
-    """{ifindex: (name, mac)} of every link; mac is lower-case colon hex ("" when the link has none)."""
-    out: dict[int, tuple[str, str]] = {}
+class Link(NamedTuple):
+    """One link of the current namespace. `peer` is IFLA_LINK (a veth's peer ifindex, in the namespace
+    `peer_netnsid` names when set, else in this one); `master` the ifindex of its bridge; 0/None when absent."""
+
+    ifindex: int
+    name: str
+    mac: str  # lower-case colon hex, "" when the link has none
+    kind: str  # IFLA_INFO_KIND: "veth", "bridge", "macvlan", ... ("" for physical and loopback)
+    master: int
+    peer: int
+    peer_netnsid: int | None
+
+
+def _u32(attrs: dict[int, bytes], key: int) -> int:
+    raw = attrs.get(key)
+    return struct.unpack_from("=I", raw)[0] if raw is not None and len(raw) >= 4 else 0
+
+
+def link_details() -> list[Link]:
+    """Every link of the current thread's namespace, with its kind, bridge and veth peer."""
+    out: list[Link] = []
     for kind, body in _dump(RTM_GETLINK, _IFINFOMSG.pack(socket.AF_UNSPEC, 0, 0, 0, 0)):
         if kind != RTM_NEWLINK:
             continue
         _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(body)
         attrs = _attrs(body, _IFINFOMSG.size)
-        name = attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace")
-        mac = ":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b""))
-        out[index] = (name, mac)
+        info = _attrs(attrs[IFLA_LINKINFO], 0) if IFLA_LINKINFO in attrs else {}
+        netnsid = attrs.get(IFLA_LINK_NETNSID)
+        out.append(Link(
+            ifindex=index,
+            name=attrs.get(IFLA_IFNAME, b"").rstrip(b"\0").decode(errors="replace"),
+            mac=":".join(f"{b:02x}" for b in attrs.get(IFLA_ADDRESS, b"")),
+            kind=info.get(IFLA_INFO_KIND, b"").rstrip(b"\0").decode(errors="replace"),
+            master=_u32(attrs, IFLA_MASTER),
+            peer=_u32(attrs, IFLA_LINK),
+            peer_netnsid=struct.unpack_from("=i", netnsid)[0] if netnsid is not None and len(netnsid) >= 4 else None,
+        ))
     return out
+
+
+def links() -> dict[int, tuple[str, str]]:
+    """{ifindex: (name, mac)} of every link; mac is lower-case colon hex ("" when the link has none)."""
+    return {link.ifindex: (link.name, link.mac) for link in link_details()}
 
 
 def addresses() -> list[tuple[int, str]]:
