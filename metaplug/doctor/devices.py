@@ -7,8 +7,9 @@ How a host-side device is attributed to a journal, and nothing else:
   when its ifindex is the peer of a veth inside a namespace a journal records (an ADD still in progress);
 - any other veth on such a bridge is reported, with where its peer is, and never touched: a lost journal, or
   something other than metaplug attaching to that bridge, cannot be told apart from here.
-Macvlans are not judged: metaplug's delegates create them inside the container (the reference macvlan only briefly in
-the node's namespace), so a macvlan in the node's namespace cannot be tied to any journal.
+Macvlans are not judged: a macvlan attachment lives inside the container (mp-macvlan creates it there), its result
+lists only that sandbox interface, and it goes when the namespace goes; nothing a journal records ties a macvlan in
+the node's namespace to a pod, so one there may well be the operator's own.
 """
 
 from __future__ import annotations

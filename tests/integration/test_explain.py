@@ -158,3 +158,39 @@ def test_explain_usage_errors_exit_2(world: MetaplugWorld, pod: Netns, tmp_path:
     proc = world.node.exec([str(VENV_BIN / "metaplug"), "explain", "--config", str(tmp_path / "nope.conf")],
                            check=False)
     assert proc.returncode == 2 and b"cannot read" in proc.stderr
+
+
+def test_explain_with_a_kubeconfig_reads_the_pod_and_nads_from_the_api(world: MetaplugWorld, pod: Netns) -> None:
+    """`--pod NAMESPACE/NAME` with a kubeconfig: the pod's annotation and the NADs come from the API server, as at
+    ADD, and the plan equals what ADD journals; explain publishes nothing (no network-status patch)."""
+    from metaplug.netns import run_in_netns
+    from tests.helpers.kube_sim import KubeSim
+
+    sim = KubeSim()
+    run_in_netns(world.node.path, sim.start)  # listens inside the node namespace, where explain and ADD run
+    try:
+        sim.add_nad("default", "red", json.dumps(world.bridge_net("red", "10.99.0.0/24", "mpred0")))
+        sim.add_nad("default", "blue", json.dumps(world.macvlan_static_net("blue")))
+        sim.add_pod("default", "web", annotations={"k8s.v1.cni.cncf.io/networks": json.dumps(
+            [{"name": "blue", "interface": "blue0", "ips": ["192.168.77.10/24"]}, {"name": "red"}])})
+        kubeconfig = sim.kubeconfig(world.tmp / "kube" / "config", mode="token")
+        conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0", default_gw=True),
+                                   kubeconfig=kubeconfig, kubeDeadline=3)
+        path = world.tmp / "metaplug.conf"
+        path.write_text(json.dumps(conf))
+        proc = world.node.exec([str(VENV_BIN / "metaplug"), "explain", "--config", str(path), "--pod", "default/web",
+                                "--container-id", "c1", "--cni-path", world.cni_path, "--json"], check=False)
+        plan = json.loads(proc.stdout)
+        assert proc.returncode == 0 and plan["ok"], plan
+        assert [(a["ifname"], a["network"]) for a in plan["attachments"]] == [
+            ("eth0", "cluster"), ("blue0", "default/blue"), ("net2", "default/red")]
+        assert not [r for r in sim.requests if r.method in ("PATCH", "PUT")]
+        args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web"
+        assert plan["env"]["CNI_ARGS"] == args
+        assert world.call("ADD", conf, pod=pod, args=args).code == 0
+        recorded = [{k: v for k, v in a.items() if k not in ("state", "result")}
+                    for a in journaled(world)["attachments"]]
+        assert [{k: v for k, v in a.items() if k not in ("cniArgs", "calls")} for a in plan["attachments"]] == recorded
+        assert world.call("DEL", conf, pod=pod, args=args).code == 0
+    finally:
+        sim.stop()
