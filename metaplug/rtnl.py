@@ -17,7 +17,8 @@ from typing import NamedTuple
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
-RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR = 16, 18, 20, 22
+RTM_NEWLINK, RTM_GETLINK, RTM_NEWADDR, RTM_GETADDR, RTM_NEWNSID, RTM_GETNSID = 16, 18, 20, 22, 88, 90
+NETNSA_NSID, NETNSA_FD = 1, 3
 IFLA_ADDRESS, IFLA_IFNAME, IFLA_LINK, IFLA_MASTER, IFLA_LINKINFO, IFLA_LINK_NETNSID = 1, 3, 5, 10, 18, 37
 IFLA_INFO_KIND = 1
 IFA_ADDRESS, IFA_LOCAL = 1, 2
@@ -43,13 +44,12 @@ def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
     return out
 
 
-def _dump(request_type: int, payload: bytes) -> Iterator[tuple[int, bytes]]:
-    """Send one dump request; yield (message type, message body) until NLMSG_DONE."""
+def _dump(request_type: int, payload: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> Iterator[tuple[int, bytes]]:
+    """Send one request (a dump by default); yield (message type, message body) until NLMSG_DONE."""
     with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE) as sock:
         sock.bind((0, 0))
         seq = 1
-        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), request_type, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-                  + payload)
+        sock.send(_NLMSGHDR.pack(_NLMSGHDR.size + len(payload), request_type, flags, seq, 0) + payload)
         while True:
             data = sock.recv(65536)
             offset = 0
@@ -69,6 +69,8 @@ def _dump(request_type: int, payload: bytes) -> Iterator[tuple[int, bytes]]:
                         raise OSError(-errno, os.strerror(-errno))
                     continue
                 yield kind, body
+                if not flags & NLM_F_DUMP:
+                    return  # a plain request has one answer
 
 
 class Link(NamedTuple):
@@ -109,6 +111,22 @@ def link_details() -> list[Link]:
             peer_netnsid=struct.unpack_from("=i", netnsid)[0] if netnsid is not None and len(netnsid) >= 4 else None,
         ))
     return out
+
+
+def netnsid(path: str) -> int | None:
+    """The id the current namespace knows the namespace at `path` by (what a veth's IFLA_LINK_NETNSID holds), or None
+    when it has none."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        attr = _RTATTR.pack(_RTATTR.size + 4, NETNSA_FD) + struct.pack("=I", fd)
+        for kind, body in _dump(RTM_GETNSID, struct.pack("=Bxxx", socket.AF_UNSPEC) + attr, NLM_F_REQUEST):
+            if kind == RTM_NEWNSID:
+                raw = _attrs(body, 4).get(NETNSA_NSID)
+                nsid = struct.unpack_from("=i", raw)[0] if raw is not None and len(raw) >= 4 else -1
+                return nsid if nsid >= 0 else None
+    finally:
+        os.close(fd)
+    return None
 
 
 def links() -> dict[int, tuple[str, str]]:

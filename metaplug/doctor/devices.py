@@ -16,10 +16,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from metaplug.doctor import namespaces
 from metaplug.doctor.findings import Finding
 from metaplug.doctor.state import Recorded
+
+if TYPE_CHECKING:
+    from metaplug import rtnl
 
 BRIDGE_TYPES = ("bridge", "mp-bridge")
 DEFAULT_BRIDGE = "cni0"  # both plugins' default
@@ -64,12 +68,15 @@ def check_interfaces(rec: Recorded) -> Finding | None:
                    "(the runtime's DEL and ADD) to get what its networks describe")
 
 
-def veth_peers(netns_path: str) -> set[int]:
-    """Host-side ifindexes of the veths inside `netns_path`."""
+def veth_ends(netns_path: str) -> set[tuple[int, int]]:
+    """(id of `netns_path` as doctor's namespace knows it, ifindex) of every veth inside it: the values a host-side
+    veth whose other end is there holds as (IFLA_LINK_NETNSID, IFLA_LINK)."""
     from metaplug import netns, rtnl
 
-    links = netns.run_in_netns(netns_path, rtnl.link_details)
-    return {link.peer for link in links if link.kind == "veth" and link.peer}
+    nsid = rtnl.netnsid(netns_path)
+    if nsid is None:
+        return set()  # no id: no veth of doctor's namespace has its peer there
+    return {(nsid, link.ifindex) for link in netns.run_in_netns(netns_path, rtnl.link_details) if link.kind == "veth"}
 
 
 def unaccounted_veths(read_journals: Callable[[], list[Recorded]]) -> tuple[list[Finding], list[str]]:
@@ -85,19 +92,21 @@ def unaccounted_veths(read_journals: Callable[[], list[Recorded]]) -> tuple[list
         return [], []
     bridge_of = {link.ifindex: link.name for link in links if link.kind == "bridge" and link.name in watched}
     known = host_side_names(recorded)
-    pending: set[int] = set()
+    pending: set[tuple[int, int]] = set()
     problems: list[str] = []
     for path in sorted({str(rec.body["netns"]) for rec in recorded if live(rec)}):
         try:
-            pending |= veth_peers(path)
+            pending |= veth_ends(path)
         except (CniError, OSError) as exc:
             problems.append(f"cannot look into {path}: {exc}")
     findings = []
-    for link in links:
-        if link.kind != "veth" or link.master not in bridge_of or link.name in known or link.ifindex in pending:
-            continue
-        peer = f"ifindex {link.peer}" + (f" in the namespace with id {link.peer_netnsid} (`ip netns list-id`)"
-                                         if link.peer_netnsid is not None else " in this namespace")
+    unaccounted = [link for link in links if link.kind == "veth" and link.master in bridge_of
+                   and link.name not in known and (link.peer_netnsid, link.peer) not in pending]
+    peers = _find_peers(unaccounted) if unaccounted else {}
+    for link in unaccounted:
+        peer = peers.get(link.ifindex) or f"ifindex {link.peer}" + (
+            f" in the namespace with id {link.peer_netnsid} (`ip netns list-id`)" if link.peer_netnsid is not None
+            else " in this namespace")
         findings.append(Finding(
             "unaccounted-veth", link.name,
             f"veth {link.name} on bridge {bridge_of[link.master]} (a bridge the journals' configs use): no journal "
@@ -106,6 +115,29 @@ def unaccounted_veths(read_journals: Callable[[], list[Recorded]]) -> tuple[list
             "delete it through the runtime, or `ip link delete " + link.name + "` once you are sure; doctor never "
             "removes devices"))
     return findings, problems
+
+
+def _find_peers(veths: list[rtnl.Link]) -> dict[int, str]:
+    """{host ifindex: "<name> in <namespace path>"} for the veths whose other end is in a visible namespace."""
+    from metaplug import netns, rtnl
+    from metaplug.cni.errors import CniError
+
+    wanted: dict[tuple[int | None, int], int] = {(v.peer_netnsid, v.peer): v.ifindex for v in veths
+                                                 if v.peer_netnsid is not None}
+    found: dict[int, str] = {}
+    for path in namespaces.visible():
+        if len(found) == len(wanted):
+            break
+        try:
+            nsid = rtnl.netnsid(path)
+            links = netns.run_in_netns(path, rtnl.link_details) if nsid is not None else []
+        except (CniError, OSError):
+            continue
+        for link in links:
+            host = wanted.get((nsid, link.ifindex))
+            if host is not None and link.kind == "veth":
+                found[host] = f"{link.name} in {path}"
+    return found
 
 
 def live(rec: Recorded) -> bool:

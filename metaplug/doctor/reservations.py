@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import glob
 import ipaddress
 import json
 import os
 from collections.abc import Callable, Iterable
 from typing import NamedTuple
 
+from metaplug.doctor import namespaces
 from metaplug.doctor.findings import Finding
 from metaplug.doctor.state import Recorded
 
@@ -88,17 +88,7 @@ def addresses_in_use() -> tuple[dict[str, str], list[str]]:
 
     used: dict[str, str] = {}
     unreadable: list[str] = []
-    seen: set[tuple[int, int]] = set()
-    candidates = ["/proc/self/ns/net", *sorted(glob.glob("/var/run/netns/*")),
-                  *sorted(glob.glob("/proc/[0-9]*/ns/net"))]
-    for path in candidates:
-        try:
-            st = os.stat(path)
-        except OSError:
-            continue  # the process ended
-        if (st.st_dev, st.st_ino) in seen:
-            continue
-        seen.add((st.st_dev, st.st_ino))
+    for path in namespaces.visible():
         try:
             interfaces = netns.inspect_interfaces(path)
         except (CniError, OSError) as exc:
