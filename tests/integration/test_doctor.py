@@ -101,6 +101,8 @@ def test_doctor_finds_each_planted_leak_and_fix_repairs_exactly_those(world: Met
                        str(ghost), str(temp)}
     for finding in report["findings"]:
         assert finding["action"] and finding["detail"]
+        if finding["kind"] in ("unaccounted-veth", "reservation-in-use"):
+            assert pods["podC"].path in finding["detail"], finding  # where the pod whose journal was lost is
 
     code, report = doctor(world, "--fix")
     assert code == 1  # podC's leftovers are reported, not touched
