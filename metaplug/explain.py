@@ -129,7 +129,7 @@ def explain(args: argparse.Namespace) -> dict[str, Any]:
     try:
         env = parse_env(environ)._replace(netns=args.netns)
         cfg = load_config(conf)
-        body, _ = plugin.plan_add(env, conf, cfg)
+        body, _ = plugin.plan_add(env, conf, cfg, dry_run=True)
     except CniError as err:
         doc["error"] = err.to_dict(conf.get("cniVersion") or "1.1.0")
         return doc

@@ -141,9 +141,10 @@ class PlannedAdd(NamedTuple):
     kube: KubeContext | None  # the Kubernetes side, when configured and the runtime names the pod
 
 
-def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig) -> PlannedAdd:
+def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, *, dry_run: bool = False) -> PlannedAdd:
     """Validate and plan an ADD without running any delegate: sources, NADs, elements, interface names (inside
-    CNI_NETNS when one is given), binaries. ADD runs exactly this plan; `metaplug explain` prints it."""
+    CNI_NETNS when one is given), binaries. ADD runs exactly this plan; `metaplug explain` prints it (`dry_run`: no
+    event is posted to the pod for a missing NAD)."""
     from metaplug import netns
     from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations, secondary_cni_args
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
@@ -157,7 +158,7 @@ def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig) -> PlannedAdd:
     if kube is not None:
         if annotations is None:
             annotations = kube.pod_annotations()
-        sources.append(kube.nad_source())
+        sources.append(kube.nad_source(events=not dry_run))
     sources.append(LocalNadStore(cfg.conf_dir))
     resolver = Resolver(cfg.conf_dir, sources, namespace_isolation=cfg.namespace_isolation,
                         global_namespaces=cfg.global_namespaces)

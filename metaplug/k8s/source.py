@@ -21,14 +21,15 @@ CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
 
 
 class _ApiNads:
-    """NadSource over the API; a missing NAD posts a NoNetworkFound event (best effort)."""
+    """NadSource over the API; a missing NAD posts a NoNetworkFound event (best effort) unless `events` is off."""
 
-    def __init__(self, ctx: KubeContext) -> None:
+    def __init__(self, ctx: KubeContext, events: bool = True) -> None:
         self.ctx = ctx
+        self.events = events
 
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None:
         nad = self.ctx.client.get_nad(namespace, name)
-        if nad is None and self.ctx.pod.name:
+        if nad is None and self.ctx.pod.name and self.events:
             self.ctx.client.post_event(self.ctx.pod.namespace, self.ctx.pod.name, "NoNetworkFound",
                                        f"cannot find NetworkAttachmentDefinition {namespace}/{name}", type="Warning")
         return nad
@@ -64,8 +65,9 @@ class KubeContext:
                            f"the API server has UID {uid} (the pod was probably deleted and recreated)")
         return annotations
 
-    def nad_source(self) -> _ApiNads:
-        return _ApiNads(self)
+    def nad_source(self, *, events: bool = True) -> _ApiNads:
+        """NADs from the API; `events` off (`metaplug explain`): nothing is posted to the pod."""
+        return _ApiNads(self, events)
 
     def publish_status(self, status: list[NetworkStatusEntry]) -> None:
         """R17-R23: publish network-status; a failure is logged, never fails the pod (it is already attached)."""

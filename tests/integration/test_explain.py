@@ -192,5 +192,15 @@ def test_explain_with_a_kubeconfig_reads_the_pod_and_nads_from_the_api(world: Me
                     for a in journaled(world)["attachments"]]
         assert [{k: v for k, v in a.items() if k != "calls"} for a in plan["attachments"]] == recorded
         assert world.call("DEL", conf, pod=pod, args=args).code == 0
+
+        # a NAD the API does not have: explain reports ADD's error but posts no NoNetworkFound event; ADD does
+        sim.add_pod("default", "web2", annotations={"k8s.v1.cni.cncf.io/networks": "nosuch"})
+        proc = world.node.exec([str(VENV_BIN / "metaplug"), "explain", "--config", str(path), "--pod",
+                                "default/web2", "--cni-path", world.cni_path, "--json"], check=False)
+        assert proc.returncode == 1 and "nosuch" in json.loads(proc.stdout)["error"]["details"]
+        assert not [e for e in sim.events if e.get("reason") == "NoNetworkFound"]
+        args2 = "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=web2"
+        assert world.call("ADD", conf, pod=pod, args=args2, container_id="c2").code == 1
+        assert [e for e in sim.events if e.get("reason") == "NoNetworkFound"]
     finally:
         sim.stop()
