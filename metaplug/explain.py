@@ -119,7 +119,8 @@ def explain(args: argparse.Namespace) -> dict[str, Any]:
         conf["kubeconfig"] = args.kubeconfig
     environ = {"CNI_COMMAND": "ADD", "CNI_CONTAINERID": args.container_id, "CNI_NETNS": args.netns or "-",
                "CNI_IFNAME": args.ifname, "CNI_ARGS": _cni_args(args), "CNI_PATH": args.cni_path}
-    doc: dict[str, Any] = {"ok": False, "error": None, "warnings": [], "env": environ, "attachments": []}
+    doc: dict[str, Any] = {"ok": False, "error": None, "warnings": [], "env": {**environ, "CNI_NETNS": args.netns},
+                           "attachments": []}
     declared = (conf.get("capabilities") or {}).get(POD_ANNOTATIONS_CAPABILITY) is True
     if POD_ANNOTATIONS_CAPABILITY in runtime_config and not declared:
         doc["warnings"].append(f"the config does not declare the capability {POD_ANNOTATIONS_CAPABILITY}: a runtime "

@@ -55,6 +55,7 @@ def attachment_lines(body: JournalRecord, path: str) -> list[dict[str, Any]]:
             "runtimeIfname": body.get("ifname"), "netns": body.get("netns"), "pod": body.get("pod"),
             "ifname": att.get("ifname"), "network": att.get("network"), "conflist": conflist.get("name"),
             "cluster": bool(att.get("cluster")), "defaultRoute": att.get("defaultRoute") or [],
+            "cniArgs": att.get("cniArgs", body.get("cniArgs")),
             "state": att.get("state"), "mac": next((i.get("mac") for i in sandboxed), None),
             "addresses": [ip.get("address") for ip in result.get("ips", [])], "journal": path,
         })

@@ -72,6 +72,7 @@ def test_state_json_prints_every_attachment_as_one_json_line(world: MetaplugWorl
     assert first["netns"] == pod.path and first["cluster"] is True and first["metaNetwork"] == "mp"
     assert first["addresses"] == pod.addresses("eth0") and first["mac"] == pod.links()["eth0"]["address"]
     assert first["conflist"] == "cluster" and first["pod"] == {"namespace": "default", "name": "p1", "uid": None}
+    assert first["cniArgs"] == "IgnoreUnknown=1;K8S_POD_NAMESPACE=default;K8S_POD_NAME=p1"
     (world.state_dir / "podB" / "mp-eth0.json").write_text("{broken")
     lines = [json.loads(line) for line in run(state).stdout.decode().splitlines()]
     assert len(lines) == 3 and "not JSON" in lines[2]["problem"] and lines[2]["container"] == "podB"

@@ -80,6 +80,7 @@ def test_explain_plan_is_what_add_journals(world: MetaplugWorld, pod: Netns, nam
     planned = [{k: v for k, v in a.items() if k != "calls"} for a in plan["attachments"]]
     assert planned == recorded
     assert plan["env"]["CNI_ARGS"] == body["cniArgs"] == plan["attachments"][0]["cniArgs"]
+    assert plan["env"]["CNI_NETNS"] == pod.path
     for att in plan["attachments"]:  # each plugin's environment carries its attachment's CNI_ARGS (R30)
         assert all(call["env"]["CNI_ARGS"] == att["cniArgs"] for call in att["calls"])
     sandboxed = [i["name"] for i in add.json["interfaces"] if i.get("sandbox")]
