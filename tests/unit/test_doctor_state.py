@@ -35,8 +35,9 @@ def test_key_for_names_the_same_files_whatever_the_dashes() -> None:
 
 def test_temp_file_of_a_live_writer_is_in_progress_of_a_dead_one_left_behind(tmp_path: Path) -> None:
     key = _journal(tmp_path)
-    live = Path(f"{key.path}.tmp.{os.getpid()}")
-    dead = Path(f"{key.path}.tmp.{_dead_pid()}")
+    cdir, name = os.path.split(key.path)
+    live = Path(cdir, f".{name}.tmp.{os.getpid()}")  # as cni.files.atomic_write names its temp files
+    dead = Path(cdir, f".{name}.tmp.{_dead_pid()}")
     live.write_text("{")
     dead.write_text("{")
     scan = state.scan_state(str(tmp_path))
