@@ -11,7 +11,9 @@ A bad value is CNI error 7 naming the key as written.
 Why pydantic-core and not a pydantic BaseModel: building a BaseModel's schema costs ~65 ms at every process start, and
 a CNI plugin starts a new process for every call (bench/overhead.py measured ADD+DEL at 3.2x the direct delegate calls
 that way, over the 3.0x budget). The same validation written directly as a core schema costs ~0.2 ms after a ~24 ms
-import, paid only by ADD and STATUS: the schema is built on the first `load_config`.
+import. And that import is paid only when needed: the schema is made of plain dicts (metaplug.exact_schema builds
+exactly what pydantic_core.core_schema's builders return), a configuration whose values all have their exact types is
+validated by metaplug.exact_schema, and pydantic-core decides everything else (coercions, errors and their wording).
 
 `FIELDS` is the single description of every key: attribute name, wire name, Multus aliases, kind, default.
 """
@@ -26,8 +28,8 @@ from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
 
 if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
-    from pydantic_core import core_schema as cs
 
+    from metaplug.exact_schema import CoreSchema
     from metaplug.log import LogRotation
 
 DEFAULT_CONF_DIR = "/etc/cni/metaplug/net.d"
@@ -229,9 +231,9 @@ def _no_nul(value: str) -> str:
     return value
 
 
-def _schemas() -> dict[str, cs.CoreSchema]:
-    """Every field kind as a pydantic-core schema (imports pydantic-core: ADD and STATUS only)."""
-    from pydantic_core import core_schema as cs
+def _schemas() -> dict[str, CoreSchema]:
+    """Every field kind as a pydantic-core schema (plain dicts: no pydantic-core import)."""
+    from metaplug import exact_schema as cs
 
     text = cs.no_info_after_validator_function(_no_nul, cs.str_schema(min_length=1))  # lone surrogates: refused
     texts = cs.list_schema(text)
@@ -254,22 +256,32 @@ def _schemas() -> dict[str, cs.CoreSchema]:
     }
 
 
+_schema: CoreSchema | None = None
 _validator: SchemaValidator | None = None
+
+
+def config_schema() -> CoreSchema:
+    """The typed-dict core schema of the whole configuration (plain dicts), built on first use."""
+    global _schema
+    if _schema is None:
+        from metaplug import exact_schema as cs
+
+        schemas = _schemas()
+
+        def field_schema(f: Field) -> CoreSchema:
+            inner = schemas[f.kind] if f.required else cs.with_default_schema(
+                schemas[f.kind], **({"default_factory": f.factory} if f.factory else {"default": f.default}))
+            alias: list[list[str | int]] = [[n] for n in f.names]
+            return cs.typed_dict_field(inner, required=f.required, validation_alias=alias)
+
+        _schema = cs.typed_dict_schema({f.attr: field_schema(f) for f in FIELDS}, extra_behavior="ignore")
+    return _schema
 
 
 def _build_validator() -> SchemaValidator:
     from pydantic_core import SchemaValidator
-    from pydantic_core import core_schema as cs
 
-    schemas = _schemas()
-
-    def field_schema(f: Field) -> cs.TypedDictField:
-        inner = schemas[f.kind] if f.required else cs.with_default_schema(
-            schemas[f.kind], **({"default_factory": f.factory} if f.factory else {"default": f.default}))
-        alias: list[list[str | int]] = [[n] for n in f.names]
-        return cs.typed_dict_field(inner, required=f.required, validation_alias=alias)
-
-    return SchemaValidator(cs.typed_dict_schema({f.attr: field_schema(f) for f in FIELDS}, extra_behavior="ignore"))
+    return SchemaValidator(config_schema())
 
 
 class MetaplugConfig:
@@ -320,17 +332,29 @@ class MetaplugConfig:
         return f"MetaplugConfig({self.__dict__!r})"
 
 
+def validate_exact(raw: dict[str, Any]) -> MetaplugConfig | None:
+    """The configuration when every value already has its exact type and is valid (pydantic-core's answer, without
+    importing it), else None: then pydantic-core must decide."""
+    from metaplug import exact_schema
+
+    values = exact_schema.validate(config_schema(), raw)
+    return None if values is None else MetaplugConfig(values, raw)
+
+
 def load_config(raw: dict[str, Any]) -> MetaplugConfig:
     """Validate the whole configuration (ADD, STATUS). Errors name the key as written (code 7)."""
     global _validator
-    from pydantic_core import ValidationError
-
     _reject_conflist(raw)
     if "name" in raw:  # cni.md 5 first: the name also names the journal files (a missing one: "name: Field required")
         validate_network_name(raw["name"])
     # The lean view's rule, which pydantic's lax floats would loosen (true or "3" are no timeout): DEL must accept
     # whatever ADD accepted.
     _number(raw, "delegateTimeout", DEFAULT_DELEGATE_TIMEOUT)
+    exact = validate_exact(raw)  # the common case, without importing pydantic-core (~15-25 ms)
+    if exact is not None:
+        return exact
+    from pydantic_core import ValidationError
+
     if _validator is None:
         _validator = _build_validator()
     try:
