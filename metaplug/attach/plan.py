@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from metaplug.attach.annotations import (
     DEFAULT_NETWORK_ANNOTATION,
@@ -35,14 +34,13 @@ GENERIC_CNI_ARGS = ("IgnoreUnknown",)
 GENERIC_CNI_ARG_PREFIXES = ("K8S_POD_",)
 
 
-@dataclass
-class Attachment:
+class Attachment(NamedTuple):
     """One delegate network list to run for the container."""
 
     ifname: str
     status_name: str
     conflist: dict[str, Any]
-    capability_args: dict[str, Any] = field(default_factory=dict)
+    capability_args: dict[str, Any]
     cluster: bool = False
     default_route: tuple[str, ...] = ()  # R13 gateways when this attachment owns the default route
     source: str = ""  # where its configuration came from (ResolvedNetwork.source), for messages
@@ -62,8 +60,7 @@ def describe(ifname: str, network: str, *, cluster: bool, source: str = "") -> s
     return f"attachment {ifname} ({what})"
 
 
-@dataclass
-class PodRef:
+class PodRef(NamedTuple):
     namespace: str
     name: str | None
     uid: str | None
@@ -123,8 +120,7 @@ def _merge_cni_args(conflist: dict[str, Any], cni_args: Mapping[str, Any]) -> di
     return out
 
 
-@dataclass
-class PlanInputs:
+class PlanInputs(NamedTuple):
     """What the planner needs to know about the call, gathered by plugin.py."""
 
     ifname: str

@@ -12,8 +12,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
@@ -30,8 +29,7 @@ class NadSource(Protocol):
     def get_nad(self, namespace: str, name: str) -> dict[str, Any] | None: ...
 
 
-@dataclass(frozen=True)
-class ResolvedNetwork:
+class ResolvedNetwork(NamedTuple):
     status_name: str  # the network-status name: "<namespace>/<nad>" or the cluster conf's name
     conflist: dict[str, Any]  # normalized network configuration list (cni.chain.load_conflist)
     source: str  # where it came from, for messages
