@@ -351,7 +351,11 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
                         keep_lock: bool = False) -> list[str]:
     """Reverse order, every attachment attempted (R27). Entries leave the journal only once their DEL succeeded,
     except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly. When the last entry
-    goes, so do the journal and its lock file."""
+    goes, so do the journal and its lock file.
+
+    The journal is rewritten once at the end (with what is left), not after every attachment: a crash in between
+    leaves the whole record, and the runtime's next DEL deletes again what is already gone, which succeeds
+    (cni.md 11)."""
     from metaplug.cni.chain import del_network_list, load_conflist
 
     failures: list[str] = []
@@ -370,10 +374,10 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
                 failures.append(f"{attachment['ifname']} ({attachment['network']}): {err}")
                 continue
         body["attachments"].remove(attachment)
-        if body["attachments"]:
-            journal.write(key, body)
-        else:
-            journal.remove(key, keep_lock=keep_lock)
+    if body["attachments"]:
+        journal.write(key, body)
+    else:
+        journal.remove(key, keep_lock=keep_lock)
     return failures
 
 
