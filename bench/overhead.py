@@ -136,13 +136,14 @@ def cni_env(plan: Mapping[str, Any], verb: str, cid: str, ifname: str) -> dict[s
             "CNI_IFNAME": ifname, "CNI_ARGS": CNI_ARGS, "CNI_PATH": plan["cni_path"]}
 
 
-def via_metaplug(plan: Mapping[str, Any], cid: str, stdin_text: str | None = None) -> dict[str, int]:
+def via_metaplug(plan: Mapping[str, Any], cid: str, stdin_text: str | None = None,
+                 extra_env: Mapping[str, str] | None = None) -> dict[str, int]:
     """One pod through metaplug: ADD, CHECK, DEL; nanoseconds per verb."""
     stdin = (stdin_text or plan["metaplug_stdin"]).encode()
     times: dict[str, int] = {}
     for verb in VERBS:
         t0 = time.perf_counter_ns()
-        out = call([plan["metaplug"]], cni_env(plan, verb, cid, "eth0"), stdin)
+        out = call([plan["metaplug"]], {**cni_env(plan, verb, cid, "eth0"), **(extra_env or {})}, stdin)
         times[verb] = time.perf_counter_ns() - t0
         if verb == "ADD" and len(json.loads(out).get("interfaces", [])) < 3:
             raise CallFailed(f"metaplug ADD result lacks interfaces: {out[:300]!r}")
@@ -209,18 +210,29 @@ def start_kube_sim(plan: Mapping[str, Any]) -> Any:
 
 def drive(plan: Mapping[str, Any], sim: Any = None) -> dict[str, Any]:
     """Rotate the variants; after every pod the pod namespace must be empty again (lo only)."""
-    variants: dict[str, Any] = {"metaplug": via_metaplug, "direct": direct}
-    if sim is not None:
-        api_stdin = plan["api"]["stdin"]
+    variants: dict[str, Any] = {"direct": direct}
 
-        def via_api(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
-            before = len(sim.requests)
-            times = via_metaplug(plan, cid, api_stdin)
-            if len(sim.requests) == before:
-                raise CallFailed("metaplug+api made no API request")
+    def metaplug_variant(api: bool, extra_env: Mapping[str, str] | None) -> Any:
+        stdin_text = plan["api"]["stdin"] if api else plan["metaplug_stdin"]
+
+        def run(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
+            before = len(sim.requests) if api else 0
+            times = via_metaplug(plan, cid, stdin_text, extra_env)
+            if api and len(sim.requests) == before:
+                raise CallFailed("metaplug with a kubeconfig made no API request")
             return times
 
-        variants["metaplug+api"] = via_api
+        return run
+
+    # --baseline DIR: the same console script importing the metaplug package found in DIR (PYTHONPATH comes before
+    # site-packages), e.g. `git archive main | tar -x -C DIR`: before and after in one run, under the same load.
+    flavours = [("metaplug", None)]
+    if plan.get("baseline"):
+        flavours.append(("baseline", {"PYTHONPATH": plan["baseline"]}))
+    for label, extra_env in flavours:
+        variants[label] = metaplug_variant(False, extra_env)
+        if sim is not None:
+            variants[f"{label}+api"] = metaplug_variant(True, extra_env)
     names = list(variants)
     samples: dict[str, list[dict[str, int]]] = {name: [] for name in names}
     for i in range(plan["warmup"] + plan["pairs"]):
@@ -258,7 +270,7 @@ def report(samples: Mapping[str, list[dict[str, int]]], delegates: str, pairs: i
         values = [sum(s[v] for v in verbs) / 1e6 for s in samples[name]]
         return {"median_ms": round(median(values), 1), "p90_ms": round(p90(values), 1)}
 
-    variants = [name for name in BUDGETS if name in samples]
+    variants = [name for name in samples if name != "direct"]
     rows: dict[str, Any] = {}
     for label, verbs in (("ADD", ("ADD",)), ("CHECK", ("CHECK",)), ("DEL", ("DEL",)), ("ADD+DEL", ("ADD", "DEL"))):
         dr = stats("direct", verbs)
@@ -268,8 +280,9 @@ def report(samples: Mapping[str, list[dict[str, int]]], delegates: str, pairs: i
             rows[label][name] = {**mp, "ratio": round(mp["median_ms"] / dr["median_ms"], 2)}
     ratios = {name: rows["ADD+DEL"][name]["ratio"] for name in variants}
     return {"delegates": delegates, "pairs": pairs, "python": platform.python_version(), "kernel": platform.release(),
-            "cpus": os.cpu_count(), "rows": rows, "ratios": ratios, "budgets": {n: BUDGETS[n] for n in variants},
-            "ok": all(ratios[n] <= BUDGETS[n] for n in variants), "samples_ms": {
+            "cpus": os.cpu_count(), "rows": rows, "ratios": ratios,
+            "budgets": {n: BUDGETS[n] for n in variants if n in BUDGETS},
+            "ok": all(ratios[n] <= BUDGETS[n] for n in variants if n in BUDGETS), "samples_ms": {
                 name: [{v: round(s[v] / 1e6, 2) for v in VERBS} for s in runs] for name, runs in samples.items()}}
 
 
@@ -293,9 +306,9 @@ def markdown(rep: Mapping[str, Any]) -> str:
     note = "" if rep["pairs"] >= 8 else " (fewer than 8 rounds: indicative only)"
     lines.append("")
     for name in variants:
-        ratio, budget = rep["ratios"][name], rep["budgets"][name]
-        lines.append(f"- {name} ADD+DEL ratio {ratio:.2f} (budget <= {budget:g}): "
-                     f"{'PASS' if ratio <= budget else 'FAIL'}{note}")
+        ratio, budget = rep["ratios"][name], rep["budgets"].get(name)
+        verdict = f" (budget <= {budget:g}): {'PASS' if ratio <= budget else 'FAIL'}{note}" if budget else ""
+        lines.append(f"- {name} ADD+DEL ratio {ratio:.2f}{verdict}")
     return "\n".join(lines)
 
 
@@ -328,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="reference plugins (default) or the bundled mp-* delegates")
     parser.add_argument("--plugin-dir", default="/usr/lib/cni", help="reference plugins (default /usr/lib/cni)")
     parser.add_argument("--no-api", action="store_true", help="leave out the variant with the Kubernetes API")
+    parser.add_argument("--baseline", metavar="DIR",
+                        help="also measure the metaplug package in DIR (e.g. `git archive main | tar -x -C DIR`)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
     parser.add_argument("--driver", metavar="PLAN", help=argparse.SUPPRESS)  # internal: runs inside the node
     opts = parser.parse_args(argv)
@@ -342,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     if not (Path(sys.executable).parent / "metaplug").exists():
         print("no metaplug console script next to this interpreter; run with the venv's python", file=sys.stderr)
         return 2
+    if opts.baseline and not (Path(opts.baseline) / "metaplug" / "__init__.py").is_file():
+        print(f"--baseline {opts.baseline}: no metaplug package in it", file=sys.stderr)
+        return 2
     if not opts.no_api and importlib.util.find_spec("cryptography") is None:
         print("the API variant needs `cryptography` (the test extra) for the simulator; or pass --no-api",
               file=sys.stderr)
@@ -352,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
             box.veth(node, "uplink0")
             plan = make_plan(box.tmp, pod, opts.delegates, opts.plugin_dir, opts.pairs, opts.warmup,
                              api=not opts.no_api)
+            if opts.baseline:
+                plan["baseline"] = str(Path(opts.baseline).resolve())
             plan_file = box.tmp / "plan.json"
             plan_file.write_text(json.dumps(plan))
             data = run_driver(node, plan_file)

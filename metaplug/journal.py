@@ -4,6 +4,13 @@ Layout: `<stateDir>/<containerID>/<meta network>-<ifname>.json` (one journal per
 attached by several meta networks or ifnames) and `<stateDir>/<containerID>/<meta network>-<ifname>.lock`.
 A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file, fsync, rename, fsync dir).
 
+Durability: every write is atomic and its data is on disk before the rename, so whatever version a crash leaves is
+whole. The directory fsync that makes the rename itself survive a power loss (~4 ms on a busy disk) is needed only for
+the first record of an ADD, written before the first delegate runs: every record lists every planned attachment, so
+losing a later rename to a power cut leaves an earlier whole record, and DEL from it still deletes every attachment
+(DEL of what is absent or half-made succeeds, cni.md 11). A process crash (SIGKILL, OOM) loses nothing: the renamed
+file is in the page cache.
+
 The body (`JournalRecord`, below, with every on-disk key explained) keeps, per attachment (`AttachmentRecord`), the
 exact delegate conflist, its ifname, capability args, its state ("adding" before the delegate ADD, "added" after) and
 its result, plus the call's CNI_ARGS, netns and plugin paths. DEL, CHECK and GC read only this.
@@ -159,12 +166,13 @@ def decode(path: str, raw: bytes) -> JournalRecord:
     return cast("JournalRecord", body)  # written by `write`, checksum intact: the shape metaplug wrote
 
 
-def write(key: JournalKey, body: JournalRecord) -> None:
+def write(key: JournalKey, body: JournalRecord, *, durable: bool = True) -> None:
+    """Atomic always; `durable` also makes the rename survive a power loss (see the module's docstring)."""
     body["version"] = JOURNAL_VERSION
     doc = {"checksum": checksum(body), "body": body}
     try:
         files.make_dirs(key.container_dir)
-        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode())
+        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), sync_dir=durable)
     except OSError as exc:
         raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
 

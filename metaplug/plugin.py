@@ -120,7 +120,7 @@ def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.Jo
         reply = convert_result(merged if cfg.result == "merged" else body["primaryResult"], conf["cniVersion"])
         body["status"] = status
         body["result"] = merged
-        journal.write(key, body)
+        journal.write(key, body, durable=False)  # the first record, durable, already lists every attachment
     except BaseException as exc:
         failures = _rollback(key, env, body)
         if failures:

@@ -2,11 +2,12 @@
 
 The cluster network always runs first (R24). The secondary attachments run one after another (R28), or concurrently
 with `parallel: true` (BEYOND R28); either way the results come back in plan order, so the output is identical.
-Before its delegate ADD an attachment is journaled as "adding" (atomically and durably: the write returns after the
-fsyncs), so a crash at any point leaves a journal that DEL can act on. Its result ("added") joins the next write: the
-next attachment's "adding" or the caller's final record (or the rollback's). Nothing runs a delegate in between, so
-this saves a write (two fsyncs) per attachment without widening what a crash can leak: an attachment recorded as
-"adding" is deleted by DEL like an "added" one (DEL of what is absent or half-made succeeds, cni.md 11).
+Before its delegate ADD an attachment is journaled as "adding", so a crash at any point leaves a journal that DEL can
+act on; the first of these records is also durable against a power loss, and it already lists every planned
+attachment (journal.py: Durability). An attachment's result ("added") joins the next write: the next attachment's
+"adding" or the caller's final record (or the rollback's). No delegate runs in between, so this saves a write per
+attachment without widening what a crash can leak: an attachment recorded as "adding" is deleted by DEL like an
+"added" one (DEL of what is absent or half-made succeeds, cni.md 11).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class _Runner:
         self.key = key
         self.body = body
         self.lock = threading.Lock()
+        self.written = False  # the first record of this ADD is made durable (before the first delegate runs)
 
     def _record(self, attachment: AttachmentRecord, state: AttachmentState, result: Result | None = None, *,
                 write: bool) -> None:
@@ -38,7 +40,8 @@ class _Runner:
             if result is not None:
                 attachment["result"] = result
             if write:
-                journal.write(self.key, self.body)
+                journal.write(self.key, self.body, durable=not self.written)
+                self.written = True
 
     def run_one(self, index: int) -> Result:
         from metaplug.cni.chain import add_network_list

@@ -90,9 +90,12 @@ def open_private(path: str, flags: int, mode: int = FILE_MODE) -> int:
     return fd
 
 
-def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool = True) -> None:
+def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool = True,
+                 sync_dir: bool = True) -> None:
     """Replace `path` by `data` so that a crash leaves the old or the new content, never a mix (see module doc).
-    `durable=False` skips the fsyncs (state that is rebuilt anyway)."""
+    `durable=False` skips the fsyncs (state that is rebuilt anyway). `sync_dir=False` keeps the data's fsync (so any
+    version a power cut leaves is whole) but skips the directory's: the rename itself may then be lost to a power cut,
+    leaving the previous version (for a caller whose previous version is safe to fall back to)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -112,7 +115,7 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    if durable:
+    if durable and sync_dir:
         fsync_dir(directory)
 
 
