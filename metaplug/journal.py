@@ -26,7 +26,6 @@ import contextlib
 import errno
 import fcntl
 import json
-import logging
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -35,9 +34,10 @@ from typing import TYPE_CHECKING, NamedTuple, cast
 from metaplug.cni import files, jsonload
 from metaplug.cni.env import parse_cni_args
 from metaplug.cni.errors import IO_FAILURE, CniError
+from metaplug.cni.lazylog import LazyLogger
 
 JOURNAL_VERSION = 1
-log = logging.getLogger("metaplug.journal")
+log = LazyLogger("metaplug.journal")
 
 # ---------------------------------------------------------------- the records (an on-disk contract)
 # The keys below are what version 1 journals hold on disk: rename none of them and add none without a new

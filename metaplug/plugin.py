@@ -14,14 +14,13 @@ Each verb reads like its story; the details live in attach/ (what to attach), cn
 from __future__ import annotations
 
 import json
-import logging
 import os
 import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from metaplug import journal
-from metaplug.cni import ns, skel
+from metaplug.cni import lazylog, ns, skel
 from metaplug.cni.env import CniEnv, parse_cni_args, valid_attachments
 from metaplug.cni.errors import (
     CHECK_MISMATCH,
@@ -34,6 +33,7 @@ from metaplug.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
+from metaplug.cni.lazylog import LazyLogger
 
 if TYPE_CHECKING:
     from metaplug.attach.plan import Attachment, PodRef
@@ -43,20 +43,35 @@ if TYPE_CHECKING:
     from metaplug.k8s.source import KubeContext
     from metaplug.merge import NetworkStatusEntry
 
-log = logging.getLogger("metaplug.plugin")
+log = LazyLogger("metaplug.plugin")
 RESULT_VERSION = "1.1.0"  # attachments are merged in this shape, then converted to the request's version
 
 
+# metaplug's logLevel names as logging's numbers (metaplug.log.LEVELS), known here without importing logging.
+_THRESHOLDS = {"debug": lazylog.DEBUG, "verbose": lazylog.INFO, "info": lazylog.INFO, "warning": lazylog.WARNING,
+               "error": lazylog.ERROR, "panic": lazylog.CRITICAL}
+
+
 def _setup(env: CniEnv, settings: Settings) -> None:
-    from metaplug import log as mplog
+    """Logging as configured. With a logFile it is set up now (the file exists and a bad path is reported at once);
+    else only before the first record at the configured level: a call that logs nothing never imports logging."""
     from metaplug.cni import trace
 
     context = {"verb": env.command, "container": env.container_id, "ifname": env.ifname}
     trace_id = trace.trace_id(trace.current().get("TRACEPARENT"))
     if trace_id:  # a malformed TRACEPARENT is ignored, never an error (W3C Trace Context)
         context["trace_id"] = trace_id
-    mplog.configure(settings.log_level, settings.log_file, context,
-                    to_stderr=settings.log_to_stderr, rotation=settings.log_rotation)
+
+    def configure() -> None:
+        from metaplug import log as mplog
+
+        mplog.configure(settings.log_level, settings.log_file, context,
+                        to_stderr=settings.log_to_stderr, rotation=settings.log_rotation)
+
+    if settings.log_file:
+        configure()
+    else:
+        lazylog.defer(_THRESHOLDS.get(settings.log_level, lazylog.WARNING), configure)
     if settings.multus_differences:
         log.warning("Multus configuration keys that metaplug does not act on as Multus does: "
                     + "; ".join(settings.multus_differences))

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -35,9 +34,10 @@ from metaplug.cni.errors import (
     CniError,
 )
 from metaplug.cni.invoke import build_env, exec_plugin, find_plugin
+from metaplug.cni.lazylog import LazyLogger
 from metaplug.cni.runtime import RuntimeConf as RuntimeConf  # re-exported: callers build what they pass in
 
-log = logging.getLogger("metaplug.cni.chain")
+log = LazyLogger("metaplug.cni.chain")
 
 
 # Duty 34: the spec's spelling of the keys inside well-known capability values. containerd (go-cni structs without

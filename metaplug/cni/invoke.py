@@ -11,7 +11,6 @@ import contextlib
 import contextvars
 import errno
 import json
-import logging
 import os
 import signal
 import stat
@@ -28,8 +27,9 @@ from metaplug.cni.errors import (
     INVALID_NETWORK_CONFIG,
     CniError,
 )
+from metaplug.cni.lazylog import LazyLogger
 
-log = logging.getLogger("metaplug.cni.invoke")
+log = LazyLogger("metaplug.cni.invoke")
 
 ETXTBSY_RETRIES = 5  # duty 24: "text file busy" happens while a binary is being installed; retry a few times
 ETXTBSY_FIRST_DELAY = 0.05  # seconds, doubled each retry (0.05 .. 0.8, about 1.5 s in all)

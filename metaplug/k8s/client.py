@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
 import os
 import random
 import socket
@@ -33,12 +32,13 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, KUBERNETES_API, TRY_AGAIN_LATER, CniError
+from metaplug.cni.lazylog import LazyLogger
 from metaplug.k8s.kubeconfig import Credentials
 
 if TYPE_CHECKING:
     import httpx
 
-log = logging.getLogger("metaplug.k8s")
+log = LazyLogger("metaplug.k8s")
 
 NETWORK_STATUS_ANNOTATION = "k8s.v1.cni.cncf.io/network-status"
 NAD_GROUP = "k8s.cni.cncf.io"

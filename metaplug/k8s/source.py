@@ -6,17 +6,17 @@ never do (they run from the journal), so they work with the API server down.
 
 from __future__ import annotations
 
-import logging
 from typing import TYPE_CHECKING, Any
 
 from metaplug.cni.errors import POD_UID_MISMATCH, CniError
+from metaplug.cni.lazylog import LazyLogger
 
 if TYPE_CHECKING:
     from metaplug.attach.plan import PodRef
     from metaplug.k8s.client import KubeClient
     from metaplug.merge import NetworkStatusEntry
 
-log = logging.getLogger("metaplug.k8s")
+log = LazyLogger("metaplug.k8s")
 CONFIG_SOURCE_ANNOTATION = "kubernetes.io/config.source"
 
 
