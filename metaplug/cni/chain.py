@@ -16,7 +16,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from metaplug.cni import cache, jsonload
+from metaplug.cni import jsonload
 from metaplug.cni import version as cniversion
 from metaplug.cni.env import (
     LEGACY_ATTACHMENTS_KEY,
@@ -151,6 +151,8 @@ def add_network_list(
         if prev is None:  # load_conflist guarantees at least one plugin
             raise CniError(DELEGATE_FAILED, "no result", "the list produced no result")
         if cache_dir:
+            from metaplug.cni import cache  # only runtimes that keep libcni's cache (not metaplug's verbs)
+
             cache.write_cache(cache_dir, conf, rt, prev)
     except CniError as err:
         if not rollback_on_error:
@@ -198,6 +200,8 @@ def del_network_list(
     if failures:
         raise _combine(failures, "DEL")
     if cache_dir:
+        from metaplug.cni import cache
+
         cache.delete_cache(cache_dir, conf["name"], rt.container_id, rt.ifname)
 
 
@@ -267,6 +271,8 @@ def gc_network_list(
     valid = attachment_pairs(valid_attachments)
     failures: list[tuple[str, CniError]] = []
     if cache_dir:
+        from metaplug.cni import cache
+
         for entry in cache.list_cache(cache_dir, conf["name"]):
             if (entry["containerId"], entry["ifName"]) in valid:
                 continue
@@ -424,6 +430,8 @@ def _final_result(conf: dict[str, Any], rt: RuntimeConf, given: dict[str, Any] |
     """The final ADD result for DEL/CHECK: the caller's, else the cached one; unusable -> None (duty 20)."""
     found = given
     if found is None and cache_dir:
+        from metaplug.cni import cache
+
         found = cache.read_cache(cache_dir, conf["name"], rt.container_id, rt.ifname)
     if found is None:
         return None

@@ -8,6 +8,7 @@ and check what is on disk, then that the runtime's DEL still removes everything:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -15,6 +16,8 @@ import subprocess
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.helpers import fake_delegate
 from tests.helpers.metaplug_env import MetaplugWorld
@@ -87,6 +90,14 @@ def test_kill_during_the_third_delegate_leaves_a_journal_del_can_finish(world: M
         states = [(a["ifname"], a["state"], a["result"] is not None) for a in on_disk["attachments"]]
         assert states == [("eth0", "added", True), ("net1", "added", True), ("net2", "adding", False)]
         assert on_disk["attachments"][1]["result"]["ips"][0]["address"] == "10.99.0.2/24"
+        # cni.md 23: the lock file this ADD holds is still the one on disk (a fresh ADD used to unlink it while
+        # holding it, letting a concurrent call for the same container lock a new file).
+        fd = os.open(world.state_dir / "crash1" / "mp-eth0.lock", os.O_RDWR)
+        try:
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(fd)
     finally:
         _kill(proc, hung)
     assert pod.has_link("eth0") and pod.has_link("net1")
