@@ -30,7 +30,6 @@ if TYPE_CHECKING:
     from pydantic_core import SchemaValidator
 
     from metaplug.exact_schema import CoreSchema
-    from metaplug.log import LogRotation
 
 DEFAULT_CONF_DIR = "/etc/cni/metaplug/net.d"
 DEFAULT_BIN_DIR = "/opt/cni/bin"
@@ -83,10 +82,18 @@ def _reject_conflist(raw: dict[str, Any]) -> None:
                        "NETNS) or pass the metaplug entry itself")
 
 
+class LogRotation(NamedTuple):
+    """Multus's `logOptions`, with its defaults. 0 means: no limit (maxSize 0: Multus's 100 MB). Defined here, not in
+    metaplug.log, so that reading the settings does not import `logging` (metaplug.cni.lazylog)."""
+
+    max_size_mb: int = 100
+    max_backups: int = 5
+    max_age_days: int = 5
+    compress: bool = True
+
+
 def _log_rotation(raw: dict[str, Any]) -> LogRotation:
     """`logOptions` read by hand (DEL, CHECK, GC): what ADD validated, with Multus's defaults for what is unset."""
-    from metaplug.log import LogRotation
-
     options = raw.get("logOptions")
     if not isinstance(options, dict):
         return LogRotation()

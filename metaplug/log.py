@@ -17,7 +17,9 @@ import os
 import sys
 import threading
 import time
-from typing import Any, NamedTuple
+from typing import Any
+
+from metaplug.config import LogRotation as LogRotation  # defined beside the other settings (no logging import)
 
 from metaplug.cni import files
 
@@ -47,15 +49,6 @@ class JsonLines(logging.Formatter):
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
         return json.dumps(doc, default=str)
-
-
-class LogRotation(NamedTuple):
-    """Multus's `logOptions`, with its defaults. 0 means: no limit (maxSize 0: Multus's 100 MB)."""
-
-    max_size_mb: int = 100
-    max_backups: int = 5
-    max_age_days: int = 5
-    compress: bool = True
 
 
 class RotatingLogFile(logging.Handler):
