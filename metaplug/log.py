@@ -19,9 +19,8 @@ import threading
 import time
 from typing import Any
 
-from metaplug.config import LogRotation as LogRotation  # defined beside the other settings (no logging import)
-
 from metaplug.cni import files
+from metaplug.config import LogRotation as LogRotation  # defined beside the other settings (no logging import)
 
 LEVELS = {"debug": logging.DEBUG, "verbose": logging.INFO, "info": logging.INFO, "warning": logging.WARNING,
           "error": logging.ERROR, "panic": logging.CRITICAL}
