@@ -8,7 +8,8 @@ Durability: every write is atomic and its data is on disk before the rename, so 
 whole. The directory fsync that makes the rename itself survive a power loss (~4 ms on a busy disk) is needed only for
 the first record of an ADD, written before the first delegate runs: every record lists every planned attachment, so
 losing a later rename to a power cut leaves an earlier whole record, and DEL from it still deletes every attachment
-(DEL of what is absent or half-made succeeds, cni.md 11). A process crash (SIGKILL, OOM) loses nothing: the renamed
+(DEL of what is absent or half-made succeeds, cni.md 11). That first record also syncs stateDir, whose entry for the
+new container directory would otherwise be lost to a power cut with the record inside it. A process crash (SIGKILL, OOM) loses nothing: the renamed
 file is in the page cache.
 
 The body (`JournalRecord`, below, with every on-disk key explained) keeps, per attachment (`AttachmentRecord`), the
@@ -185,6 +186,8 @@ def write(key: JournalKey, body: JournalRecord, *, durable: bool = True) -> None
     try:
         files.make_dirs(key.container_dir)
         files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), sync_dir=durable)
+        if durable:
+            files.fsync_dir(key.state_dir)  # the container directory's own entry (made by `locked`) survives too
     except OSError as exc:
         raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
 
