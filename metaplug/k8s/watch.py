@@ -58,18 +58,33 @@ class Resource(NamedTuple):
     trim: Callable[[Object], Object]  # what of an object the store keeps
 
 
+KEPT_METADATA = ("name", "namespace", "uid", "resourceVersion", "annotations")  # not managedFields, labels, ...
+
+
+def _trimmed(obj: Object, api_version: str, kind: str, *keep: str) -> Object:
+    """The object with only what ADD reads (a list's items carry no apiVersion and kind: they are filled in)."""
+    meta = obj.get("metadata") or {}
+    out: Object = {"apiVersion": obj.get("apiVersion") or api_version, "kind": obj.get("kind") or kind,
+                   "metadata": {k: meta[k] for k in KEPT_METADATA if k in meta}}
+    out.update({k: obj[k] for k in keep if k in obj})
+    return out
+
+
 def trim_pod(pod: Object) -> Object:
     """What ADD reads of a pod: its identity and annotations (not its spec or status)."""
-    meta = pod.get("metadata") or {}
-    keep = {k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion", "annotations") if k in meta}
-    return {"apiVersion": pod.get("apiVersion", "v1"), "kind": pod.get("kind", "Pod"), "metadata": keep}
+    return _trimmed(pod, "v1", "Pod")
+
+
+def trim_nad(nad: Object) -> Object:
+    """What ADD reads of a NAD: its identity, annotations and spec (the CNI config)."""
+    return _trimmed(nad, f"{NAD_GROUP}/v1", "NetworkAttachmentDefinition", "spec")
 
 
 def pods_on_node(node: str) -> Resource:
     return Resource("pods", "/api/v1/pods", f"spec.nodeName={node}", trim_pod)
 
 
-NADS = Resource(NAD_RESOURCE, f"/apis/{NAD_GROUP}/v1/{NAD_RESOURCE}", "", lambda nad: nad)
+NADS = Resource(NAD_RESOURCE, f"/apis/{NAD_GROUP}/v1/{NAD_RESOURCE}", "", trim_nad)
 
 
 def _key(obj: Object) -> Key:

@@ -738,6 +738,8 @@ class KubeSim:
         except ValueError as e:
             return 400, status_object(400, str(e))
         items = [copy.deepcopy(o) for o in self._objects(resource) if matches(o, namespace, selector)]
+        if resource == "pods":  # built-in types' list items carry no apiVersion and kind (custom resources' do)
+            items = [{k: v for k, v in o.items() if k not in ("apiVersion", "kind")} for o in items]
         api, kind = ("v1", "PodList") if resource == "pods" else (NAD_API, "NetworkAttachmentDefinitionList")
         return 200, {"apiVersion": api, "kind": kind, "metadata": {"resourceVersion": str(self.resource_version)},
                      "items": items}
