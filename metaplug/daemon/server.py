@@ -169,15 +169,17 @@ class Daemon:
         return 0
 
     def _start_kube(self) -> None:
-        """With a kubeconfig: the watch caches, and every ADD on that kubeconfig served from them."""
+        """With Kubernetes credentials (cache.daemon_credentials): the watch caches, and the ADDs on that API server
+        served from them."""
         kubeconfig = self.cfg.defaults.get("kubeconfig")
-        if not kubeconfig:
-            return
-        from metaplug.daemon.cache import KubeCache
+        from metaplug.daemon.cache import KubeCache, daemon_credentials
         from metaplug.k8s import client, source
 
         try:
-            self.kube = KubeCache(str(kubeconfig), self.cfg.node_name, self.metrics)
+            creds = daemon_credentials(str(kubeconfig) if kubeconfig else None)
+            if creds is None:
+                return
+            self.kube = KubeCache(creds, self.cfg.node_name, self.metrics)
         except CniError as err:
             raise DaemonError(f"kubeconfig {kubeconfig}: {err.msg}: {err.details}") from None
         client.request_observers.append(self.metrics.observe_kube_request)

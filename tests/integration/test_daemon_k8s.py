@@ -286,6 +286,26 @@ def test_a_burst_of_ten_adds_through_the_shim(world: MetaplugWorld, sim: KubeSim
     assert world.reservations() == [] and world.state_files() == []
 
 
+def test_a_call_kubeconfig_naming_the_same_server_is_served_from_the_caches(world: MetaplugWorld, sim: KubeSim,
+                                                                           pod: Netns) -> None:
+    """As on Kubernetes: the daemon has its own credentials, the conflist names the kubeconfig install wrote (another
+    file, the same API server). A kubeconfig naming another server gets thin mode's own client."""
+    sim.add_nad("default", "red", red(world))
+    sim.add_pod("default", "web", uid=UID, annotations={"k8s.v1.cni.cncf.io/networks": "red"})
+    _, conf = start(world, sim)
+    conf["kubeconfig"] = sim.kubeconfig(world.tmp / "installed" / "kubeconfig", mode="tokenFile")
+    mark = len(sim.requests)
+    assert world.call("ADD", conf, pod=pod, args=args()).code == 0
+    assert object_gets(sim, mark) == []
+    assert world.call("DEL", conf, pod=pod, args=args()).code == 0
+    other = sim.kubeconfig(world.tmp / "other" / "kubeconfig", server=f"https://localhost:{sim.port}")
+    mark = len(sim.requests)
+    assert world.call("ADD", {**conf, "kubeconfig": other}, pod=pod, args=args()).code == 0
+    assert object_gets(sim, mark) == ["/api/v1/namespaces/default/pods/web",
+                                      f"/apis/k8s.cni.cncf.io/v1/namespaces/default/{NADS}/red"]
+    assert world.call("DEL", conf, pod=pod, args=args()).code == 0
+
+
 def test_no_node_name_caches_nads_only(world: MetaplugWorld, sim: KubeSim, pod: Netns) -> None:
     """Without nodeName (or NODE_NAME) the pods are not watched: every ADD GETs its pod, NADs still cached."""
     sim.add_nad("default", "red", red(world))

@@ -4,6 +4,7 @@ The daemon config's nodeName and its NODE_NAME fallback."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -110,3 +111,26 @@ def test_node_name_from_the_config_else_node_name_env() -> None:
     assert "nodeName" not in from_dict({"nodeName": "n1"}, {}).defaults  # never reaches the core
     with pytest.raises(ConfigError, match="nodeName"):
         from_dict({"nodeName": 7}, {})
+
+
+def test_daemon_credentials_kubeconfig_else_in_cluster_else_none(tmp_path: Any) -> None:
+    from metaplug.daemon.cache import daemon_credentials
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps({
+        "clusters": [{"name": "c", "cluster": {"server": "https://api.example:6443"}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}], "current-context": "x"}))
+    sa = tmp_path / "sa"
+    sa.mkdir()
+    in_pod = {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"}
+    creds = daemon_credentials(str(kubeconfig), in_pod, str(sa))
+    assert creds is not None and creds.server == "https://api.example:6443"
+    assert daemon_credentials(None, {}, str(sa)) is None  # not in a pod: no caches
+    assert daemon_credentials(None, in_pod, str(sa)) is None  # a pod without a service account: no caches, a warning
+    (sa / "token").write_text("sa-token")
+    (sa / "ca.crt").write_text("ca")
+    creds = daemon_credentials(None, in_pod, str(sa))
+    assert creds is not None and creds.server == "https://10.96.0.1:443" and creds.source == "in-cluster"
+    with pytest.raises(CniError):
+        daemon_credentials(str(tmp_path / "missing"), in_pod, str(sa))  # a named kubeconfig must work
