@@ -198,13 +198,13 @@ class Reflector:
                 self._failures += 1
                 pause = random.uniform(0.5, 1.0) * min(BACKOFF_FIRST * 2 ** (self._failures - 1), BACKOFF_MAX)
                 reason = "dropped" if isinstance(exc, _Dropped) else "error"
-                extra = {"resource": self.resource.name, "error": str(exc)[:400] or type(exc).__name__,
+                detail = str(exc) if isinstance(exc, _Failed) else f"{type(exc).__name__}: {exc}"
+                extra = {"resource": self.resource.name, "error": detail[:400],
                          "resourceVersion": self.resource_version, "retry_in": round(pause, 2)}
                 if reason == "dropped":  # an API server restarting or a load balancer's idle timeout: routine
                     log.info("watch connection lost; resuming from its resourceVersion", extra=extra)
                 else:
-                    log.warning("watch failed; retrying", extra={**extra, "error": f"{type(exc).__name__}: {exc}"[
-                        :400]})
+                    log.warning("watch failed; retrying", extra=extra)
                 if self._stop.wait(pause):
                     return
             if not self._stop.is_set():
