@@ -9,8 +9,8 @@ whole. The directory fsync that makes the rename itself survive a power loss (~4
 the first record of an ADD, written before the first delegate runs: every record lists every planned attachment, so
 losing a later rename to a power cut leaves an earlier whole record, and DEL from it still deletes every attachment
 (DEL of what is absent or half-made succeeds, cni.md 11). That first record also syncs stateDir, whose entry for the
-new container directory would otherwise be lost to a power cut with the record inside it. A process crash (SIGKILL, OOM) loses nothing: the renamed
-file is in the page cache.
+new container directory would otherwise be lost to a power cut with the record inside it. A process crash (SIGKILL,
+OOM) loses nothing: the renamed file is in the page cache.
 
 The body (`JournalRecord`, below, with every on-disk key explained) keeps, per attachment (`AttachmentRecord`), the
 exact delegate conflist, its ifname, capability args, its state ("adding" before the delegate ADD, "added" after) and

@@ -16,7 +16,8 @@ DEFAULT_METRICS = "127.0.0.1:9091"
 DEFAULT_MAX_CALLS = 16
 SHUTDOWN_TIMEOUT = 30.0  # seconds SIGTERM waits for the calls in flight
 WAIT_TIMEOUT = 60.0  # seconds a call waits for its container or a free slot before it is answered "try again"
-DAEMON_KEYS = ("socketPath", "spoolDir", "metricsAddress", "maxConcurrentCalls", "inProcessDelegates")
+DAEMON_KEYS = ("socketPath", "spoolDir", "metricsAddress", "maxConcurrentCalls", "inProcessDelegates", "nodeName")
+NODE_NAME_ENV = "NODE_NAME"  # set from the downward API (fieldRef spec.nodeName) in the DaemonSet
 
 
 class ConfigError(Exception):
@@ -31,6 +32,7 @@ class DaemonConfig(NamedTuple):
     metrics_port: int
     max_concurrent_calls: int
     in_process_delegates: bool  # serve the bundled mp-* delegates in-process (inprocess.py)
+    node_name: str | None  # whose pods the daemon watches (with a kubeconfig)
     log_level: str
     log_file: str | None
 
@@ -48,7 +50,7 @@ def load(path: str) -> DaemonConfig:
     return from_dict(raw)
 
 
-def from_dict(raw: Mapping[str, Any]) -> DaemonConfig:
+def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> DaemonConfig:
     socket_path = _absolute(raw, "socketPath", DEFAULT_SOCKET)
     spool_dir = _absolute(raw, "spoolDir", os.path.join(os.path.dirname(socket_path), "spool"))
     host, _, port = str(raw.get("metricsAddress", DEFAULT_METRICS)).rpartition(":")
@@ -60,11 +62,15 @@ def from_dict(raw: Mapping[str, Any]) -> DaemonConfig:
     in_process = raw.get("inProcessDelegates", True)
     if not isinstance(in_process, bool):
         raise ConfigError("inProcessDelegates: must be true or false")
+    node_name = raw.get("nodeName")
+    if node_name is not None and (not isinstance(node_name, str) or not node_name):
+        raise ConfigError("nodeName: must be a non-empty string (the node's name in Kubernetes)")
+    node_name = node_name or (os.environ if environ is None else environ).get(NODE_NAME_ENV) or None
     log_file = raw.get("logFile")
     return DaemonConfig(
         defaults={k: v for k, v in raw.items() if k not in DAEMON_KEYS},
         socket_path=socket_path, spool_dir=spool_dir, metrics_host=host.strip("[]"), metrics_port=int(port),
-        max_concurrent_calls=max_calls, in_process_delegates=in_process,
+        max_concurrent_calls=max_calls, in_process_delegates=in_process, node_name=node_name,
         log_level=str(raw.get("logLevel", raw.get("loglevel", "info"))).lower(),
         log_file=log_file if isinstance(log_file, str) and log_file else None,
     )

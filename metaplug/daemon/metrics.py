@@ -2,14 +2,16 @@
 
 Calls by verb and outcome (with the CNI error code) and their latency, calls in flight and waiting, delegate calls by
 plugin and verb with latency and errors (observed through cni.invoke's call hook, so no logic is forked), spool
-replays, and the journal entries on disk (counted when scraped).
+replays, and the journal entries on disk (counted when scraped). With a kubeconfig: Kubernetes requests by verb,
+resource and HTTP code (k8s.client's request hook, watches included), watch events and restarts, cache lookups and
+the objects in each cache.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
@@ -36,6 +38,18 @@ class _JournalEntries(Collector):
         yield family
 
 
+class _CacheObjects(Collector):
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("metaplug_kube_cache_objects", "Objects in the Kubernetes watch caches",
+                                   labels=["resource"])
+        for resource, size in sorted(self.metrics.kube_cache_sizes().items()):
+            family.add_metric([resource], size)
+        yield family
+
+
 class Metrics:
     def __init__(self, state_dirs: Callable[[], Iterable[str]]) -> None:
         disable_created_metrics()  # no `_created` series beside every counter
@@ -58,6 +72,18 @@ class Metrics:
         self.spool_pending = Gauge("metaplug_spool_pending", "Spooled DELs not yet replayed", registry=r)
         self.ready = Gauge("metaplug_ready", "1 when /readyz answers 200", registry=r)
         r.register(_JournalEntries(state_dirs))
+        self.kube_requests = Counter("metaplug_kube_requests", "Kubernetes API requests by verb, resource and HTTP "
+                                     "code (code 'error': no answer)", ["verb", "resource", "code"], registry=r)
+        self.kube_watch_events = Counter("metaplug_kube_watch_events", "Watch events received, by resource and type",
+                                         ["resource", "type"], registry=r)
+        self.kube_watch_restarts = Counter(
+            "metaplug_kube_watch_restarts", "Watches started again, by resource and reason (closed: ended by the "
+            "server; dropped: connection lost; gone: 410, relisted; error: request failed)", ["resource", "reason"],
+            registry=r)
+        self.kube_cache_lookups = Counter("metaplug_kube_cache_lookups", "ADD lookups in the watch caches (a miss "
+                                          "is a GET)", ["resource", "result"], registry=r)
+        self.kube_cache_sizes: Callable[[], Mapping[str, int]] = dict
+        r.register(_CacheObjects(self))
 
     def observe_call(self, verb: str, code: int | None, seconds: float, outcome: str | None = None) -> None:
         outcome = outcome or ("success" if code is None else "error")
@@ -68,6 +94,15 @@ class Metrics:
         self.delegate_calls.labels(plugin, verb, "success" if error is None else "error",
                                    str(error.code if error else 0)).inc()
         self.delegate_seconds.labels(plugin, verb).observe(seconds)
+
+    def observe_kube_request(self, verb: str, resource: str, code: str, seconds: float) -> None:
+        self.kube_requests.labels(verb, resource, code).inc()
+
+    def watch_event(self, resource: str, type: str) -> None:
+        self.kube_watch_events.labels(resource, type).inc()
+
+    def watch_restart(self, resource: str, reason: str) -> None:
+        self.kube_watch_restarts.labels(resource, reason).inc()
 
     def text(self) -> bytes:
         return generate_latest(self.registry)

@@ -9,7 +9,10 @@ one mode is checked and deleted in the other. What the daemon adds:
   at most WAITING_FACTOR times that many connections are accepted: the rest wait in the kernel's listen queue, so a
   burst of pods never makes the daemon grow without bound;
 - spooled DELs (spool.py) are replayed oldest first, and before any live call for the same container; /readyz
-  answers 200 only once the spool is empty and the cluster network's STATUS is good;
+  answers 200 only once the spool is empty, the Kubernetes caches have synced and the cluster network's STATUS is
+  good;
+- with a kubeconfig in its config, watch caches of this node's pods and of the NADs serve ADD (cache.py), through
+  one HTTP client for the daemon's life;
 - SIGTERM: stop accepting, finish the calls in flight (at most SHUTDOWN_TIMEOUT), exit 0.
 """
 
@@ -27,7 +30,7 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metaplug import plugin
 from metaplug.cni import files, invoke
@@ -48,6 +51,9 @@ from metaplug.daemon.protocol import (
     socket_reader,
 )
 from metaplug.daemon.spool import Record, Spool
+
+if TYPE_CHECKING:
+    from metaplug.daemon.cache import KubeCache
 
 log = logging.getLogger("metaplug.daemon")
 WAITING_FACTOR = 4  # accepted connections (running + waiting) per call slot
@@ -105,6 +111,7 @@ class Daemon:
         self._readiness = (False, "starting: spool not replayed yet")
         self._socket_id: tuple[int, int] | None = None
         self._warned_spool_dirs: set[str] = set()
+        self.kube: KubeCache | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -122,6 +129,13 @@ class Daemon:
             self._unlink_socket()
             where = f"{self.cfg.metrics_host}:{self.cfg.metrics_port}"
             raise DaemonError(f"cannot serve metrics on {where}: {exc}") from None
+        try:
+            self._start_kube()
+        except DaemonError:
+            listener.close()
+            self._unlink_socket()
+            http.shutdown()
+            raise
         wake_r, wake_w = os.pipe()
 
         pid = os.getpid()
@@ -147,11 +161,41 @@ class Daemon:
             self._unlink_socket()
             drained = self._drain(SHUTDOWN_TIMEOUT)
             maintenance.join(timeout=max(1.0, SHUTDOWN_TIMEOUT / 10))
+            self._stop_kube()
             http.shutdown()
             os.close(wake_r)
             os.close(wake_w)
         log.info("metaplug daemon stopped", extra={"drained": drained})
         return 0
+
+    def _start_kube(self) -> None:
+        """With Kubernetes credentials (cache.daemon_credentials): the watch caches, and the ADDs on that API server
+        served from them."""
+        kubeconfig = self.cfg.defaults.get("kubeconfig")
+        from metaplug.daemon.cache import KubeCache, daemon_credentials
+        from metaplug.k8s import client, source
+
+        try:
+            creds = daemon_credentials(str(kubeconfig) if kubeconfig else None)
+            if creds is None:
+                return
+            self.kube = KubeCache(creds, self.cfg.node_name, self.metrics)
+        except CniError as err:
+            raise DaemonError(f"kubeconfig {kubeconfig}: {err.msg}: {err.details}") from None
+        client.request_observers.append(self.metrics.observe_kube_request)
+        source.use_backend(self.kube)
+        self.kube.start()
+        log.info("watching Kubernetes", extra={"server": self.kube.creds.server, "node": self.cfg.node_name})
+
+    def _stop_kube(self) -> None:
+        if self.kube is None:
+            return
+        from metaplug.k8s import client, source
+
+        source.use_backend(None)
+        self.kube.stop()
+        if self.metrics.observe_kube_request in client.request_observers:
+            client.request_observers.remove(self.metrics.observe_kube_request)
 
     def _listen(self) -> socket.socket:
         path = self.cfg.socket_path
@@ -381,6 +425,10 @@ class Daemon:
         self.metrics.spool_pending.set(len(self.spool.pending()))
         if failed:
             return False, f"{len(failed)} spooled DELs not replayed yet (retrying; see the log)"
+        if self.kube is not None:
+            synced, why = self.kube.synced()
+            if not synced:
+                return False, why
         ok, why = self._cluster_status()
         return (True, "ready") if ok else (False, f"cluster network not ready: {why}")
 

@@ -26,7 +26,7 @@ import random
 import socket
 import ssl
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -169,10 +169,67 @@ def ssl_context(creds: Credentials) -> ssl.SSLContext:
     return ctx
 
 
+def new_http_client(creds: Credentials, *, user_agent: str = "metaplug") -> httpx.Client:
+    """The HTTP client for `creds`' API server: its TLS context, no proxy from the environment, no redirects."""
+    import httpx
+
+    options: dict[str, Any] = {"proxy": creds.proxy_url} if creds.proxy_url else {}  # (httpx >= 0.26)
+    return httpx.Client(
+        base_url=creds.server,
+        verify=ssl_context(creds) if creds.server.startswith("https://") else False,
+        trust_env=False,  # a runtime's HTTPS_PROXY (for image pulls) must not capture API traffic
+        headers={"User-Agent": user_agent, "Accept": "application/json"},
+        follow_redirects=False,
+        **options,
+    )
+
+
+def request_extensions(creds: Credentials) -> dict[str, Any]:
+    """httpx request extensions every request to this server needs (tls-server-name)."""
+    return {"sni_hostname": creds.tls_server_name} if creds.tls_server_name else {}
+
+
+def auth_headers(creds: Credentials) -> dict[str, str]:
+    """The Authorization header to send now (a token file is re-read: projected tokens rotate)."""
+    token = creds.bearer_token()
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+# Observers of every request: (verb, resource, code, seconds), code being the HTTP status or "error" when no answer
+# came. The daemon's metrics register here (Kubernetes requests by verb and code); thin mode registers none.
+RequestObserver = Callable[[str, str, str, float], None]
+request_observers: list[RequestObserver] = []
+_VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "POST": "create", "DELETE": "delete"}
+
+
+def request_resource(path: str) -> tuple[str, bool]:
+    """(resource, names one object?) of an API path: `pods`, `pods/status`, `network-attachment-definitions`, ..."""
+    parts = path.split("?", 1)[0].strip("/").split("/")
+    at = parts.index("namespaces") + 2 if "namespaces" in parts else (2 if parts[:1] == ["api"] else 3)
+    resource = parts[at] if at < len(parts) else ""
+    if len(parts) > at + 2:
+        resource += "/" + parts[at + 2]
+    return resource, len(parts) > at + 1
+
+
+def observe_request(verb: str, resource: str, code: str, seconds: float) -> None:
+    for observer in request_observers:
+        observer(verb, resource, code, seconds)
+
+
+def _observed_verb(method: str, path: str) -> tuple[str, str]:
+    resource, named = request_resource(path)
+    verb = _VERBS.get(method, method.lower())
+    return ("list" if verb == "get" and not named else verb), resource
+
+
 class KubeClient:
     """The Kubernetes calls of one CNI call, all bound by one deadline (seconds)."""
 
-    def __init__(self, creds: Credentials, *, deadline: float = 5.0, user_agent: str = "metaplug") -> None:
+    def __init__(self, creds: Credentials, *, deadline: float = 5.0, user_agent: str = "metaplug",
+                 http: httpx.Client | None = None) -> None:
+        """`http`: a long-lived client (new_http_client) to borrow, as the daemon does for every call; close() then
+        leaves it open. Without it the KubeClient builds and owns its own."""
         import httpx  # lazily: only CNI calls that talk to Kubernetes pay for it
 
         self._httpx = httpx
@@ -181,20 +238,14 @@ class KubeClient:
         self.deadline = deadline
         self._expires = time.monotonic() + deadline
         self._secrets: set[str] = set()
-        options: dict[str, Any] = {"proxy": creds.proxy_url} if creds.proxy_url else {}  # (httpx >= 0.26)
-        self._client = httpx.Client(
-            base_url=creds.server,
-            verify=ssl_context(creds) if creds.server.startswith("https://") else False,
-            trust_env=False,  # a runtime's HTTPS_PROXY (for image pulls) must not capture API traffic
-            headers={"User-Agent": user_agent, "Accept": "application/json"},
-            follow_redirects=False,
-            **options,
-        )
-        self._extensions = {"sni_hostname": creds.tls_server_name} if creds.tls_server_name else {}
+        self._owned = http is None
+        self._client = new_http_client(creds, user_agent=user_agent) if http is None else http
+        self._extensions = request_extensions(creds)
 
     # -- life cycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._client.close()
 
     def __enter__(self) -> KubeClient:
         return self
@@ -362,15 +413,23 @@ class KubeClient:
 
     def _send(self, method: str, path: str, body: bytes | None, content_type: str | None, *,
               timeout: float) -> httpx.Response:
-        headers: dict[str, str] = {}
-        token = self.creds.bearer_token()  # re-read each time: projected tokens rotate
-        if token:
-            self._secrets.add(token)
-            headers["Authorization"] = f"Bearer {token}"
+        headers = auth_headers(self.creds)
+        if headers:
+            self._secrets.add(headers["Authorization"].removeprefix("Bearer "))
         if content_type:
             headers["Content-Type"] = content_type
-        return self._client.request(method, path, content=body, headers=headers,
-                                    timeout=self._httpx.Timeout(timeout), extensions=self._extensions)
+        if not request_observers:
+            return self._client.request(method, path, content=body, headers=headers,
+                                        timeout=self._httpx.Timeout(timeout), extensions=self._extensions)
+        started = time.monotonic()
+        code = "error"
+        try:
+            resp = self._client.request(method, path, content=body, headers=headers,
+                                        timeout=self._httpx.Timeout(timeout), extensions=self._extensions)
+            code = str(resp.status_code)
+            return resp
+        finally:
+            observe_request(*_observed_verb(method, path), code, time.monotonic() - started)
 
     def _scrub(self, text: str) -> str:
         for secret in self._secrets:

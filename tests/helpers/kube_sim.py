@@ -3,9 +3,20 @@
 Serves on 127.0.0.1 (random port) with a CA and a server certificate it generates (SAN 127.0.0.1, localhost,
 kubernetes.default.svc). Authentication: a bearer token (`sim.token`, rotatable) or a client certificate signed by its
 CA.
-Resources: pods (with the status subresource: GET, PUT with resourceVersion, JSON merge patch), the
-NetworkAttachmentDefinitions of k8s.cni.cncf.io/v1 (get, list), events (create). Every write increments the
-resourceVersion; errors are Kubernetes Status objects (401, 404, 409, 415, 422, ...).
+Resources: pods (get, list, watch, delete; the status subresource: GET, PUT with resourceVersion, JSON merge
+patch), the NetworkAttachmentDefinitions of k8s.cni.cncf.io/v1 (get, list, watch, create, update, delete), events
+(create). Every write increments the resourceVersion; errors are Kubernetes Status objects (401, 404, 409, 410, 415,
+422, ...).
+
+Lists and watches, as the real API server serves them: per namespace or across all namespaces, `fieldSelector`
+(`spec.nodeName`, `metadata.name`, `metadata.namespace`, `status.phase` with `=`, `==`, `!=`; other fields are 400),
+a list's `metadata.resourceVersion`, `?watch=1&resourceVersion=N` streaming every change after N as JSON lines
+(ADDED / MODIFIED / DELETED; an object that starts or stops matching the field selector is ADDED or DELETED),
+`allowWatchBookmarks` (BOOKMARK events every `bookmark_interval` seconds when that is set), `timeoutSeconds` (the
+stream then ends cleanly), and a resourceVersion older than the last `compact()` answered with an ERROR event
+carrying a 410 Gone Status ("too old resource version"), as etcd compaction does. `drop_watches()` cuts every open
+watch without ending its stream (a dropped connection); `watches_paused = True` holds back every watch event (a
+slow watch: the object exists, the watcher has not heard of it yet).
 
 Faults: `latency`, `fail_next(n, status, retry_after)`, `drop_next(n)` (close the connection without answering),
 `conflict_next(n)` (a concurrent writer bumps the pod before the next PUTs), `stop()`/`start()` (dead server, same
@@ -37,7 +48,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -45,11 +56,17 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 POD_RE = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/]+)(/status)?$")
-NAD_RE = re.compile(r"^/apis/k8s\.cni\.cncf\.io/v1/namespaces/([^/]+)/network-attachment-definitions(?:/([^/]+))?$")
+PODS_RE = re.compile(r"^/api/v1(?:/namespaces/([^/]+))?/pods$")
+NAD_RE = re.compile(r"^/apis/k8s\.cni\.cncf\.io/v1(?:/namespaces/([^/]+))?/network-attachment-definitions"
+                    r"(?:/([^/]+))?$")
+FIELDS = {"pods": ("metadata.name", "metadata.namespace", "spec.nodeName", "status.phase"),
+          "nads": ("metadata.name", "metadata.namespace")}
+NAD_API = "k8s.cni.cncf.io/v1"
+SUCCESS = {"kind": "Status", "apiVersion": "v1", "status": "Success", "metadata": {}}
 EVENTS_RE = re.compile(r"^/api/v1/namespaces/([^/]+)/events$")
 SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
-           409: "Conflict", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
+           409: "Conflict", 410: "Expired", 415: "UnsupportedMediaType", 422: "Invalid", 429: "TooManyRequests",
            500: "InternalError", 502: "BadGateway", 503: "ServiceUnavailable", 504: "Timeout"}
 
 
@@ -160,6 +177,63 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+@dataclass
+class Change:
+    """One write, as a watch delivers it: the object after the write (before a delete) and the one it replaced."""
+
+    rv: int
+    resource: str  # "pods" | "nads"
+    type: str  # ADDED | MODIFIED | DELETED
+    obj: dict[str, Any]
+    old: dict[str, Any] | None
+
+
+Selector = list[tuple[str, bool, str]]  # (field, equal?, value)
+
+
+def parse_field_selector(resource: str, text: str) -> Selector:
+    """`a=b,c!=d` as the API server reads it; an unsupported field is a ValueError (the server's 400)."""
+    out: Selector = []
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        op = next((o for o in ("!=", "==", "=") if o in term), None)
+        if op is None:
+            raise ValueError(f"invalid selector: {term!r}; can't understand it")
+        key, _, value = term.partition(op)
+        equal = op != "!="
+        if key.strip() not in FIELDS[resource]:
+            raise ValueError(f'"{key.strip()}" is not a known field selector: only '
+                             f'"{", ".join(FIELDS[resource])}"')
+        out.append((key.strip(), equal, value.strip()))
+    return out
+
+
+def _field(obj: Mapping[str, Any], dotted: str) -> str:
+    value: Any = obj
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return "" if value is None else str(value)
+
+
+def matches(obj: Mapping[str, Any], namespace: str | None, selector: Selector) -> bool:
+    if namespace is not None and _field(obj, "metadata.namespace") != namespace:
+        return False
+    return all((_field(obj, key) == value) == equal for key, equal, value in selector)
+
+
+def watch_event(change: Change, namespace: str | None, selector: Selector) -> dict[str, Any] | None:
+    """What a watch with this scope sees of `change` (None: nothing): an object entering the selection is ADDED,
+    one leaving it is DELETED."""
+    now = change.type != "DELETED" and matches(change.obj, namespace, selector)
+    before = change.old is not None and matches(change.old, namespace, selector)
+    if change.type == "DELETED":
+        kind = "DELETED" if before else None
+    elif now:
+        kind = "MODIFIED" if before else "ADDED"
+    else:
+        kind = "DELETED" if before else None
+    return None if kind is None else {"type": kind, "object": copy.deepcopy(change.obj)}
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # idle keep-alive handlers must not block stop(); stop() shuts their sockets instead
@@ -226,8 +300,92 @@ class _Handler(BaseHTTPRequestHandler):
         if req.auth is None:
             self._reply(req, 401, status_object(401, "Unauthorized"))
             return
-        code, obj = sim._handle(self.command, urlsplit(self.path).path, body, self.headers.get("Content-Type", ""))
+        url = urlsplit(self.path)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        if self.command == "GET" and query.get("watch") in ("1", "true"):
+            self._watch(req, url.path, query)
+            return
+        code, obj = sim._handle(self.command, url.path, body, self.headers.get("Content-Type", ""), query)
         self._reply(req, code, obj)
+
+    # -- watch ----------------------------------------------------------------------------------------------------
+    def _watch(self, req: SimRequest, path: str, query: Mapping[str, str]) -> None:
+        sim = self.server.sim
+        scope = sim._collection(path)
+        if scope is None:
+            self._reply(req, 404, status_object(404, "the server could not find the requested resource"))
+            return
+        resource, namespace = scope
+        try:
+            selector = parse_field_selector(resource, query.get("fieldSelector", ""))
+        except ValueError as e:
+            self._reply(req, 400, status_object(400, str(e)))
+            return
+        bookmarks = query.get("allowWatchBookmarks") in ("1", "true")
+        timeout = float(query.get("timeoutSeconds") or sim.watch_timeout)
+        since = query.get("resourceVersion", "")
+        with sim.lock:
+            epoch = sim._watch_epoch
+            gone = since not in ("", "0") and int(since) < sim.compacted_rv
+            if since in ("", "0"):  # "any version": the current objects first, as ADDED
+                initial = [{"type": "ADDED", "object": copy.deepcopy(o)}
+                           for o in sim._objects(resource) if matches(o, namespace, selector)]
+                cursor = sim.resource_version
+            else:
+                initial, cursor = [], int(since)
+            sim.watches_open += 1
+        try:
+            req.status = 200
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if gone:
+                self._chunk({"type": "ERROR", "object": status_object(
+                    410, f"too old resource version: {since} ({sim.compacted_rv})", reason="Expired")})
+                self._chunk(None)
+                return
+            for event in initial:
+                self._chunk(event)
+            ends = time.monotonic() + timeout
+            next_bookmark = time.monotonic() + (sim.bookmark_interval or 0)
+            while True:
+                with sim.lock:
+                    changes = [c for c in sim.history if c.rv > cursor and c.resource == resource]
+                    if (not changes or sim.watches_paused) and epoch == sim._watch_epoch:
+                        sim._changed.wait(0.1)
+                        changes = [c for c in sim.history if c.rv > cursor and c.resource == resource]
+                    dropped = epoch != sim._watch_epoch or sim._stopping.is_set()
+                    latest = sim.resource_version
+                    if sim.watches_paused:
+                        changes, latest = [], cursor
+                if dropped:
+                    self.close_connection = True  # no final chunk: the client sees the connection cut
+                    return
+                for change in changes:
+                    seen = watch_event(change, namespace, selector)
+                    if seen is not None:
+                        self._chunk(seen)
+                cursor = max(cursor, latest)
+                now = time.monotonic()
+                if bookmarks and sim.bookmark_interval and now >= next_bookmark and not sim.watches_paused:
+                    self._chunk({"type": "BOOKMARK", "object": {
+                        "kind": "Pod" if resource == "pods" else "NetworkAttachmentDefinition",
+                        "apiVersion": "v1" if resource == "pods" else NAD_API,
+                        "metadata": {"resourceVersion": str(cursor)}}})
+                    next_bookmark = now + sim.bookmark_interval
+                if now >= ends:
+                    self._chunk(None)
+                    return
+        finally:
+            with sim.lock:
+                sim.watches_open -= 1
+
+    def _chunk(self, event: Mapping[str, Any] | None) -> None:
+        """One JSON line of a watch as one HTTP chunk; None ends the stream."""
+        data = b"" if event is None else json.dumps(event).encode() + b"\n"
+        self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.flush()
 
     def _auth(self) -> str | None:
         sim = self.server.sim
@@ -269,6 +427,14 @@ class KubeSim:
         self.merge_patch_supported = True
         self.crd_installed = True
         self.resource_version = 100
+        self.history: list[Change] = []  # every write since the last compact(), for watches
+        self.compacted_rv = 0  # a watch from an older resourceVersion gets 410 Gone
+        self.watch_timeout = 1800.0  # seconds a watch lasts when the client gives no timeoutSeconds
+        self.bookmark_interval: float | None = None  # seconds between BOOKMARKs (allowWatchBookmarks); None: never
+        self.watches_open = 0
+        self.watches_paused = False
+        self._watch_epoch = 0
+        self._changed = threading.Condition(self.lock)
         self.port = 0
         self._tokens: list[str] = [secrets.token_urlsafe(24)]
         self._valid_tokens = {self._tokens[0]}
@@ -440,31 +606,95 @@ class KubeSim:
         self.resource_version += 1
         return str(self.resource_version)
 
-    def add_pod(self, namespace: str, name: str, annotations: Mapping[str, str] | None = None,
-                uid: str | None = None) -> dict[str, Any]:
+    def _record(self, resource: str, type: str, obj: dict[str, Any], old: dict[str, Any] | None) -> None:
+        """Remember a write for the watches (caller holds the lock; the object's resourceVersion is the new one)."""
+        self.history.append(Change(int(obj["metadata"]["resourceVersion"]), resource, type, copy.deepcopy(obj),
+                                   copy.deepcopy(old)))
+        self._changed.notify_all()
+
+    def _store(self, resource: str) -> dict[tuple[str, str], dict[str, Any]]:
+        return self.pods if resource == "pods" else self.nads
+
+    def _put(self, resource: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """Create or replace an object (new resourceVersion), recorded for the watches."""
         with self.lock:
-            pod = {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": name, "namespace": namespace, "uid": uid or str(uuid.uuid4()),
-                             "resourceVersion": self._next_rv(), "annotations": dict(annotations or {}),
-                             "creationTimestamp": "2024-01-01T00:00:00Z"},
-                "spec": {"containers": [{"name": "main", "image": "busybox"}], "nodeName": "node-1"},
-                "status": {"phase": "Pending"},
-            }
-            self.pods[(namespace, name)] = pod
-            return pod
+            meta = obj["metadata"]
+            key = (meta["namespace"], meta["name"])
+            old = self._store(resource).get(key)
+            meta["resourceVersion"] = self._next_rv()
+            self._store(resource)[key] = obj
+            self._record(resource, "ADDED" if old is None else "MODIFIED", obj, old)
+            return obj
+
+    def _remove(self, resource: str, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            old = self._store(resource).pop((namespace, name), None)
+            if old is not None:
+                gone = copy.deepcopy(old)
+                gone["metadata"]["resourceVersion"] = self._next_rv()
+                self._record(resource, "DELETED", gone, old)
+            return old
+
+    def _objects(self, resource: str) -> list[dict[str, Any]]:
+        return [v for _, v in sorted(self._store(resource).items())]
+
+    def add_pod(self, namespace: str, name: str, annotations: Mapping[str, str] | None = None,
+                uid: str | None = None, node: str = "node-1") -> dict[str, Any]:
+        """Create (or replace) a pod bound to `node`."""
+        return self._put("pods", {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": name, "namespace": namespace, "uid": uid or str(uuid.uuid4()),
+                         "annotations": dict(annotations or {}), "creationTimestamp": "2024-01-01T00:00:00Z"},
+            "spec": {"containers": [{"name": "main", "image": "busybox"}], "nodeName": node},
+            "status": {"phase": "Pending"},
+        })
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        self._remove("pods", namespace, name)
 
     def add_nad(self, namespace: str, name: str, config: str, annotations: Mapping[str, str] | None = None
                 ) -> dict[str, Any]:
+        """Create (or replace) a NetworkAttachmentDefinition."""
         with self.lock:
-            nad = {
-                "apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-                "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4()),
-                             "resourceVersion": self._next_rv(), "annotations": dict(annotations or {})},
+            old = self.nads.get((namespace, name))
+            return self._put("nads", {
+                "apiVersion": NAD_API, "kind": "NetworkAttachmentDefinition",
+                "metadata": {"name": name, "namespace": namespace,
+                             "uid": old["metadata"]["uid"] if old else str(uuid.uuid4()),
+                             "annotations": dict(annotations or {})},
                 "spec": {"config": config},
-            }
-            self.nads[(namespace, name)] = nad
-            return nad
+            })
+
+    def delete_nad(self, namespace: str, name: str) -> None:
+        self._remove("nads", namespace, name)
+
+    # -- watch faults ---------------------------------------------------------------------------------------------
+    def compact(self) -> None:
+        """Forget the history (etcd compaction): a watch resuming from an older resourceVersion gets 410 Gone."""
+        with self.lock:
+            self.compacted_rv = self.resource_version
+            self.history.clear()
+
+    def drop_watches(self) -> None:
+        """Cut every open watch connection, without the end of its stream."""
+        with self.lock:
+            self._watch_epoch += 1
+            self._changed.notify_all()
+
+    def watch_requests(self, resource: str) -> list[SimRequest]:
+        """The watch requests of `resource` ("pods" or "network-attachment-definitions") so far."""
+        with self.lock:
+            return [r for r in self.requests if f"/{resource}?" in r.path and "watch=" in r.path]
+
+    def wait_watching(self, n: int, timeout: float = 10.0) -> None:
+        """Wait until `n` watches are open."""
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while self.watches_open < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"{self.watches_open} watches open, expected {n}")
+                self._changed.wait(min(left, 0.1))
 
     def annotations(self, namespace: str, name: str) -> dict[str, str]:
         with self.lock:
@@ -496,14 +726,45 @@ class KubeSim:
         return None
 
     # -- REST ---------------------------------------------------------------------------------------------------------
-    def _handle(self, method: str, path: str, body: bytes, content_type: str) -> tuple[int, dict[str, Any]]:
+    def _collection(self, path: str) -> tuple[str, str | None] | None:
+        """(resource, namespace or None for all) of a list or watch path, or None."""
+        m = PODS_RE.match(path)
+        if m:
+            return "pods", unquote(m[1]) if m[1] else None
+        m = NAD_RE.match(path)
+        if m and self.crd_installed and not m[2]:
+            return "nads", unquote(m[1]) if m[1] else None
+        return None
+
+    def _list(self, resource: str, namespace: str | None, query: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+        try:
+            selector = parse_field_selector(resource, query.get("fieldSelector", ""))
+        except ValueError as e:
+            return 400, status_object(400, str(e))
+        items = [copy.deepcopy(o) for o in self._objects(resource) if matches(o, namespace, selector)]
+        if resource == "pods":  # built-in types' list items carry no apiVersion and kind (custom resources' do)
+            items = [{k: v for k, v in o.items() if k not in ("apiVersion", "kind")} for o in items]
+        api, kind = ("v1", "PodList") if resource == "pods" else (NAD_API, "NetworkAttachmentDefinitionList")
+        return 200, {"apiVersion": api, "kind": kind, "metadata": {"resourceVersion": str(self.resource_version)},
+                     "items": items}
+
+    def _handle(self, method: str, path: str, body: bytes, content_type: str,
+                query: Mapping[str, str] | None = None) -> tuple[int, dict[str, Any]]:
         with self.lock:
+            scope = self._collection(path)
+            if scope is not None and method == "GET":
+                return self._list(*scope, query or {})
             m = POD_RE.match(path)
+            if m and method == "DELETE" and not m[3]:
+                if self._remove("pods", unquote(m[1]), unquote(m[2])) is None:
+                    return 404, status_object(404, f'pods "{unquote(m[2])}" not found',
+                                              details={"name": unquote(m[2]), "kind": "pods"})
+                return 200, SUCCESS
             if m:
                 return self._pod(method, unquote(m[1]), unquote(m[2]), bool(m[3]), body, content_type)
             m = NAD_RE.match(path)
-            if m and self.crd_installed:
-                return self._nad(method, unquote(m[1]), unquote(m[2]) if m[2] else None)
+            if m and self.crd_installed and m[1]:
+                return self._nad(method, unquote(m[1]), unquote(m[2]) if m[2] else None, body)
             m = EVENTS_RE.match(path)
             if m:
                 return self._event(method, unquote(m[1]), body)
@@ -569,6 +830,7 @@ class KubeSim:
             return 422, status_object(422, f'Pod "{name}" is invalid: metadata.annotations: values must be strings')
         updated["metadata"]["resourceVersion"] = self._next_rv()
         self.pods[(ns, name)] = updated
+        self._record("pods", "MODIFIED", updated, pod)
         return 200, copy.deepcopy(updated)
 
     @staticmethod
@@ -577,19 +839,40 @@ class KubeSim:
                                        f"modified; please apply your changes to the latest version and try again",
                                   details={"name": name, "kind": "pods"})
 
-    def _nad(self, method: str, ns: str, name: str | None) -> tuple[int, dict[str, Any]]:
-        if method != "GET":
+    def _nad(self, method: str, ns: str, name: str | None, body: bytes = b"") -> tuple[int, dict[str, Any]]:
+        """GET, PUT (update, resourceVersion checked when given), DELETE of one NAD; POST (create) on the collection."""
+        if (name is None) != (method == "POST") or method not in ("GET", "PUT", "DELETE", "POST"):
             return 405, status_object(405, "the server does not allow this method on the requested resource")
-        if name is None:
-            items = [copy.deepcopy(v) for (n, _), v in sorted(self.nads.items()) if n == ns]
-            return 200, {"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinitionList",
-                         "metadata": {"resourceVersion": str(self.resource_version)}, "items": items}
-        nad = self.nads.get((ns, name))
-        if nad is None:
-            return 404, status_object(
-                404, f'network-attachment-definitions.k8s.cni.cncf.io "{name}" not found',
-                details={"name": name, "group": "k8s.cni.cncf.io", "kind": "network-attachment-definitions"})
-        return 200, copy.deepcopy(nad)
+        nad = self.nads.get((ns, name or ""))
+        missing = 404, status_object(
+            404, f'network-attachment-definitions.k8s.cni.cncf.io "{name}" not found',
+            details={"name": name, "group": "k8s.cni.cncf.io", "kind": "network-attachment-definitions"})
+        if method == "GET":
+            return (200, copy.deepcopy(nad)) if nad else missing
+        if method == "DELETE":
+            if self._remove("nads", ns, name or "") is None:
+                return missing
+            return 200, SUCCESS
+        try:
+            new = json.loads(body)
+        except ValueError as e:
+            return 400, status_object(400, f"invalid JSON: {e}")
+        meta = new.get("metadata") if isinstance(new, dict) else None
+        if not isinstance(meta, dict) or not meta.get("name") or meta.get("namespace", ns) != ns:
+            return 400, status_object(400, "the object needs metadata.name, in the namespace of the URL")
+        meta["namespace"] = ns
+        if method == "POST":
+            if (ns, meta["name"]) in self.nads:
+                return 409, status_object(409, f'network-attachment-definitions.k8s.cni.cncf.io "{meta["name"]}" '
+                                               "already exists", reason="AlreadyExists")
+            meta["uid"] = str(uuid.uuid4())
+            return 201, copy.deepcopy(self._put("nads", new))
+        if nad is None or meta["name"] != name:
+            return missing
+        if meta.get("resourceVersion") not in (None, nad["metadata"]["resourceVersion"]):
+            return self._conflict(name or "")
+        meta["uid"] = nad["metadata"]["uid"]
+        return 200, copy.deepcopy(self._put("nads", new))
 
     def _event(self, method: str, ns: str, body: bytes) -> tuple[int, dict[str, Any]]:
         if method != "POST":

@@ -19,6 +19,7 @@ from metaplug import install
 from metaplug.config import DEFAULT_STATE_DIR
 from metaplug.daemon.config import DEFAULT_SOCKET
 from metaplug.k8s.client import API_CALLS, NAD_GROUP, NAD_RESOURCE
+from metaplug.k8s.watch import WATCH_CALLS
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "kubernetes"
@@ -89,7 +90,7 @@ def _grants(rules: list[dict[str, Any]], group: str, resource: str, verb: str) -
                (verb in r.get("verbs", []) or "*" in r.get("verbs", [])) for r in rules)
 
 
-@pytest.mark.parametrize("call", API_CALLS, ids=lambda c: "/".join(c))
+@pytest.mark.parametrize("call", API_CALLS + WATCH_CALLS, ids=lambda c: "/".join(c))
 def test_rbac_grants_every_client_call(call: tuple[str, str, str]) -> None:
     (role,) = of_kind("ClusterRole")
     assert _grants(role["rules"], *call), f"configs/kubernetes/rbac.yaml does not grant {call}"
