@@ -340,6 +340,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", "application/json")
             self.send_header("Transfer-Encoding", "chunked")
             self.end_headers()
+            self.wfile.flush()  # a watch's headers leave at once, before any event (as from the real API server)
             if gone:
                 self._chunk({"type": "ERROR", "object": status_object(
                     410, f"too old resource version: {since} ({sim.compacted_rv})", reason="Expired")})
