@@ -36,6 +36,9 @@ DEFAULT_BIN_DIR = "/opt/cni/bin"
 DEFAULT_STATE_DIR = "/var/lib/cni/metaplug"
 MULTUS_CACHE_DIR = "/var/lib/cni/multus"  # Multus's `cniDir`: its own cache; metaplug's record is in stateDir
 DEFAULT_DELEGATE_TIMEOUT = 60.0
+# Every timeout and deadline is finite and at most an hour: 1e999, Infinity or 2**70 seconds passed validation once and
+# then made the delegate call raise OverflowError, in ADD and in every later DEL (issue 9, defect 3).
+MAX_SECONDS = 3600.0
 LOG_LEVELS = ("debug", "verbose", "info", "warning", "error", "panic")
 
 # Capabilities metaplug declares for itself (cni.md 34): every well-known one, so the runtime hands them all over and
@@ -51,8 +54,9 @@ OWN_CAPABILITIES = (
 
 def _number(raw: dict[str, Any], key: str, default: float) -> float:
     value = raw.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise CniError(INVALID_NETWORK_CONFIG, "invalid metaplug configuration", f"{key}: must be a positive number")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_SECONDS:  # NaN too
+        raise CniError(INVALID_NETWORK_CONFIG, "invalid metaplug configuration",
+                       f"{key}: must be a positive number of seconds, at most {MAX_SECONDS:g}")
     return float(value)
 
 
@@ -255,7 +259,7 @@ def _schemas() -> dict[str, CoreSchema]:
             key: cs.typed_dict_field(flag if key == "compress" else count, required=False)
             for key in LOG_OPTION_KEYS}, extra_behavior="ignore"),
         "objects": cs.list_schema(cs.dict_schema(cs.str_schema(), cs.any_schema())),
-        "positive number": cs.float_schema(gt=0),
+        "positive number": cs.float_schema(gt=0, le=MAX_SECONDS, allow_inf_nan=False),
         "bool": cs.bool_schema(),
         "result": cs.literal_schema(["merged", "primary"]),
         "log level": cs.no_info_after_validator_function(_log_level, text),
@@ -355,8 +359,10 @@ def load_config(raw: dict[str, Any]) -> MetaplugConfig:
     if "name" in raw:  # cni.md 5 first: the name also names the journal files (a missing one: "name: Field required")
         validate_network_name(raw["name"])
     # The lean view's rule, which pydantic's lax floats would loosen (true or "3" are no timeout): DEL must accept
-    # whatever ADD accepted.
-    _number(raw, "delegateTimeout", DEFAULT_DELEGATE_TIMEOUT)
+    # whatever ADD accepted. The other durations follow the same rule (finite, bounded).
+    for f in FIELDS:
+        if f.kind == "positive number":
+            _number(raw, f.names[0], f.default)
     exact = validate_exact(raw)  # the common case, without importing pydantic-core (~15-25 ms)
     if exact is not None:
         return exact

@@ -33,11 +33,14 @@ from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, NamedTuple, cast
 
 from metaplug.cni import files, jsonload
-from metaplug.cni.env import parse_cni_args
+from metaplug.cni.env import parse_cni_args, text_problem
 from metaplug.cni.errors import IO_FAILURE, CniError
 from metaplug.cni.lazylog import LazyLogger
+from metaplug.config import DEFAULT_DELEGATE_TIMEOUT, MAX_SECONDS
 
 JOURNAL_VERSION = 1
+TMP_INFIX = ".tmp."  # files.atomic_write's temp files: `.<file>.tmp.<pid>`
+PREVIOUS_SUFFIX = ".prev"  # the previous good version of a journal, kept beside it
 log = LazyLogger("metaplug.journal")
 
 # ---------------------------------------------------------------- the records (an on-disk contract)
@@ -53,7 +56,8 @@ if TYPE_CHECKING:
     from metaplug.cni.runtime import RuntimeConf
     from metaplug.merge import NetworkStatusEntry
 
-    AttachmentState = Literal["planned", "adding", "added"]
+    # "recomputed": in memory only, an attachment DEL rebuilt from the configuration after the journal was lost
+    AttachmentState = Literal["planned", "adding", "added", "recomputed"]
 
     class PodRecord(TypedDict):
         """The pod from CNI_ARGS (cni.md 33); name and uid are None when the runtime sent none."""
@@ -139,15 +143,23 @@ class JournalKey(NamedTuple):
         return os.path.join(self.container_dir, f"{self.meta_network}-{self.ifname}.json")
 
     @property
+    def previous_path(self) -> str:
+        """The version of the journal before its last write (a hard link: no data copied)."""
+        return self.path + PREVIOUS_SUFFIX
+
+    @property
     def lock_path(self) -> str:
         return os.path.join(self.container_dir, f"{self.meta_network}-{self.ifname}.lock")
 
 
 def read(key: JournalKey) -> JournalRecord | None:
-    """The journal body, None when there is none. Raises CorruptJournal when it exists but is damaged."""
+    """The journal body, None when there is none. Raises CorruptJournal when it exists but is damaged, or when only
+    its previous version is left (CHECK trusts nothing less than the latest record; DEL and GC use `recover`)."""
     try:
         return load(key.path)
     except FileNotFoundError:
+        if os.path.exists(key.previous_path):
+            raise CorruptJournal(key.path, "missing (its previous version is kept beside it)", None) from None
         return None
 
 
@@ -162,6 +174,45 @@ def load(path: str) -> JournalRecord:
     except OSError as exc:
         raise CniError(IO_FAILURE, "cannot read journal", f"{path}: {exc}") from None
     return decode(path, raw)
+
+
+class Recovered(NamedTuple):
+    """What DEL and GC act on (`recover`)."""
+
+    body: JournalRecord | None  # the newest whole record, else what could be decoded of a damaged one, else None
+    damage: list[str]  # what was wrong with the files; empty when the journal was whole or there was none
+    found: bool  # some journal file existed
+
+
+def recover(key: JournalKey) -> Recovered:
+    """The best record left (issue 9, defect 7): the journal; when it is missing, truncated or corrupt, its previous
+    version, which lists every attachment too (every record does, from the first one on, see `write`); when both are
+    damaged, whatever body could be decoded. Damaged files are moved aside (`*.corrupt.<time>`) for the operator."""
+    damage: list[str] = []
+    partial: JournalRecord | None = None
+    found = False
+    for path in (key.path, key.previous_path):
+        try:
+            st = os.lstat(path)
+        except FileNotFoundError:
+            if path == key.path and os.path.exists(key.previous_path):
+                damage.append(f"{path}: missing")
+            continue
+        found = True
+        _require_private(path, st)  # a file someone else could have written is refused, not used (code 5)
+        try:
+            raw = files.read_file(path)
+        except OSError as exc:
+            damage.append(f"{path}: cannot read ({exc})")
+            continue
+        try:
+            return Recovered(decode(path, raw), damage, True)
+        except CorruptJournal as bad:
+            aside = set_aside(path)
+            damage.append(f"{bad} (moved to {aside})" if aside else str(bad))
+            if partial is None and bad.partial is not None and isinstance(bad.partial.get("attachments"), list):
+                partial = cast("JournalRecord", bad.partial)  # unverified: each DEL reports what it cannot use
+    return Recovered(partial, damage, found)
 
 
 def decode(path: str, raw: bytes) -> JournalRecord:
@@ -180,38 +231,63 @@ def decode(path: str, raw: bytes) -> JournalRecord:
 
 
 def write(key: JournalKey, body: JournalRecord, *, durable: bool = True) -> None:
-    """Atomic always; `durable` also makes the rename survive a power loss (see the module's docstring)."""
+    """Replace the journal atomically, keeping the version it replaces as `<journal>.prev` (issue 9, defect 7: one
+    lost or damaged file never loses the pod's networks; every record lists every planned attachment). `durable`
+    also makes the rename survive a power loss (see the module's docstring)."""
     body["version"] = JOURNAL_VERSION
     doc = {"checksum": checksum(body), "body": body}
     try:
         files.make_dirs(key.container_dir)
-        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), sync_dir=durable)
+        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), sync_dir=durable,
+                           previous=key.previous_path)
         if durable:
             files.fsync_dir(key.state_dir)  # the container directory's own entry (made by `locked`) survives too
     except OSError as exc:
         raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
 
 
-def set_aside(key: JournalKey) -> str | None:
-    """Move a corrupt journal out of the way (kept for the operator) and return where it went."""
-    dest = f"{key.path}.corrupt.{int(time.time())}"
+def exists(key: JournalKey) -> bool:
+    """The journal or its previous version is there."""
+    return os.path.exists(key.path) or os.path.exists(key.previous_path)
+
+
+def set_aside(path: str) -> str | None:
+    """Move a corrupt journal file out of the way (kept for the operator) and return where it went."""
+    dest = f"{path}.corrupt.{int(time.time())}"
     try:
-        os.replace(key.path, dest)
+        os.replace(path, dest)
     except OSError:
         return None
     return dest
 
 
 def remove(key: JournalKey, *, keep_lock: bool = False) -> None:
-    """Remove the journal, its lock file and the container dir when it is empty. `keep_lock` keeps the lock file (and
-    so the dir): the caller holds the lock and goes on working under it (a repeated ADD)."""
-    if keep_lock:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(key.path)
+    """Remove the journal, its previous version and the temp files of killed writers, then (unless `keep_lock`: the
+    caller goes on working under the lock, a repeated ADD) its lock file and the container dir when it is empty.
+    The caller holds the lock, and every writer of this journal holds it while it writes, so any
+    `.<journal>.tmp.<pid>` belongs to a process that died mid-write (issue 9, defect 2). `locked` also cleans up
+    this way when it releases a lock with nothing recorded."""
+    journal_name = os.path.basename(key.path)
+    try:
+        names = os.listdir(key.container_dir)
+    except FileNotFoundError:
         return
-    for path in (key.path, key.lock_path):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
+    except OSError as exc:
+        raise CniError(IO_FAILURE, "cannot list the container's journal directory",
+                       f"{key.container_dir}: {exc}") from None
+    for name in names:
+        if name in (journal_name, journal_name + PREVIOUS_SUFFIX) or name.startswith(f".{journal_name}{TMP_INFIX}"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(key.container_dir, name))
+    if not keep_lock:
+        _remove_lock_and_dir(key)
+
+
+def _remove_lock_and_dir(key: JournalKey) -> None:
+    """Nothing is recorded any more: the lock file goes, and the container dir when it is empty (a failed ADD and a
+    complete DEL leave nothing in stateDir). Whoever waits for this lock notices the unlinked file and locks anew."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(key.lock_path)
     try:
         os.rmdir(key.container_dir)
     except OSError as exc:
@@ -253,7 +329,13 @@ def locked(key: JournalKey, *, create: bool = True) -> Iterator[bool]:
     try:
         yield True
     finally:
-        os.close(fd)
+        try:
+            if not exists(key):
+                remove(key)  # a killed writer's temp file, the lock file and the empty directory
+        except (OSError, CniError) as exc:
+            log.warning("cannot clean up the container's journal directory", extra={"error": str(exc)})
+        finally:
+            os.close(fd)
 
 
 def require_private_state_dir(state_dir: str) -> None:
@@ -328,9 +410,12 @@ def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
         cdir = os.path.join(state_dir, cid)
         if not os.path.isdir(cdir):
             continue
-        for fname in sorted(os.listdir(cdir)):
+        names = set(os.listdir(cdir))
+        for fname in sorted(names):
             if fname.endswith(".json"):
                 yield cid, os.path.join(cdir, fname)
+            elif fname.endswith(".json" + PREVIOUS_SUFFIX) and fname[:-len(PREVIOUS_SUFFIX)] not in names:
+                yield cid, os.path.join(cdir, fname)  # the journal itself is lost: its previous version stands in
 
 
 def recorded_under_other_names(key: JournalKey) -> list[JournalKey]:
@@ -366,6 +451,23 @@ def warn_dropped(key: JournalKey, attachment: AttachmentRecord, error: Exception
         extra={"container": key.container_id, "ifname": attachment.get("ifname"),
                "status_name": attachment.get("network"), "error": str(error)},
     )
+
+
+def delegate_paths(body: Mapping[str, object]) -> list[str]:
+    """Where DEL, CHECK and GC look for the recorded delegates. Entries no file call can use (a NUL byte, written
+    before binDir was validated) are left out rather than failing every later DEL (issue 9, defect 3)."""
+    paths = body.get("paths")
+    return [p for p in paths if isinstance(p, str) and p and not text_problem(p)] if isinstance(paths, list) \
+        else []
+
+
+def delegate_timeout(body: Mapping[str, object]) -> float:
+    """The recorded delegateTimeout, or the default when it is not one a delegate call can use (Infinity or 1e21,
+    written before the value was bounded): a journal must never make every later DEL fail (issue 9, defect 3)."""
+    value = body.get("timeout")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= MAX_SECONDS:
+        return DEFAULT_DELEGATE_TIMEOUT
+    return float(value)
 
 
 def runtime_conf(body: JournalRecord, attachment: AttachmentRecord, netns: str) -> RuntimeConf:

@@ -192,3 +192,24 @@ def primary_result(attachments: Sequence[AttachmentResult]) -> Result:
         if att.cluster:
             return copy.deepcopy(att.result)
     raise ValueError("no cluster attachment among the results")
+
+
+def interface_result(result: Result, ifname: str) -> Result | None:
+    """The part of a merged result (any version) that belongs to the sandbox interface `ifname`, as a 1.1.0 result:
+    DEL's prevResult for an attachment recomputed after its journal was lost. None when the result has no such
+    interface or cannot be read."""
+    from metaplug.cni.convert import convert_result
+    from metaplug.cni.errors import CniError
+
+    try:
+        full = convert_result(result, "1.1.0")
+    except (CniError, ValueError, TypeError, KeyError):
+        return None
+    interfaces = full.get("interfaces") or []
+    index = next((i for i, iface in enumerate(interfaces)
+                  if isinstance(iface, dict) and iface.get("name") == ifname and iface.get("sandbox")), None)
+    if index is None:
+        return None
+    ips = [{**ip, "interface": 0} for ip in full.get("ips") or []
+           if isinstance(ip, dict) and _interface_index(ip, len(interfaces)) == index]
+    return {"cniVersion": "1.1.0", "interfaces": [interfaces[index]], "ips": ips}

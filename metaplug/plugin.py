@@ -16,8 +16,8 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, NamedTuple, cast
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, NamedTuple
 
 from metaplug import journal
 from metaplug.cni import lazylog, ns, skel
@@ -110,15 +110,11 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
     _check_prev_result(conf)
     ns.require_netns(env.netns)  # code 4 before anything is made: a FIFO, a file or /dev/null is no namespace
     key = journal.JournalKey(cfg.state_dir, env.container_id, cfg.meta_network, env.ifname)
-    with journal.locked(key):
-        try:
-            # cni.md 36: Nomad retries ADD without DEL and kubelet may repeat it; never leak the earlier attempt.
-            # The lock file stays: this ADD goes on under it, and a file unlinked now would let another verb in.
-            _delete_recorded(key, env, reason="repeated ADD", keep_lock=True)
-            return _add_locked(env, conf, cfg, key)
-        finally:
-            if not os.path.exists(key.path):
-                journal.remove(key)  # a failed ADD leaves nothing in stateDir
+    with journal.locked(key):  # released with nothing recorded: a failed ADD leaves nothing in stateDir
+        # cni.md 36: Nomad retries ADD without DEL and kubelet may repeat it; never leak the earlier attempt.
+        # The lock file stays: this ADD goes on under it, and a file unlinked now would let another verb in.
+        _delete_recorded(key, env, reason="repeated ADD", keep_lock=True)
+        return _add_locked(env, conf, cfg, key)
 
 
 def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.JournalKey) -> Result:
@@ -137,13 +133,15 @@ def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.Jo
         body["result"] = merged
         journal.write(key, body, durable=False)  # the first record, durable, already lists every attachment
     except BaseException as exc:
+        error = exc if isinstance(exc, CniError) else CniError(skel.INTERNAL_ERROR, "internal error during ADD",
+                                                                f"{type(exc).__name__}: {exc}")
         failures = _rollback(key, env, body)
-        if failures:
-            log.error("rollback left attachments behind; the runtime's DEL will retry them",
-                      extra={"failures": failures})
-        if isinstance(exc, CniError):
-            raise
-        raise CniError(skel.INTERNAL_ERROR, "internal error during ADD", f"{type(exc).__name__}: {exc}") from exc
+        if not failures:
+            raise error from exc
+        log.error("rollback left attachments behind; the runtime's DEL will retry them",
+                  extra={"failures": failures})
+        details = "; ".join(filter(None, [error.details, f"rollback: {'; '.join(failures)}"]))
+        raise CniError(error.code, error.msg, details) from exc
     if kube is not None:
         kube.publish_status(status)
     return reply
@@ -156,10 +154,12 @@ class PlannedAdd(NamedTuple):
     kube: KubeContext | None  # the Kubernetes side, when configured and the runtime names the pod
 
 
-def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, *, dry_run: bool = False) -> PlannedAdd:
+def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, *, dry_run: bool = False,
+             for_del: bool = False) -> PlannedAdd:
     """Validate and plan an ADD without running any delegate: sources, NADs, elements, interface names (inside
     CNI_NETNS when one is given), binaries. ADD runs exactly this plan; `metaplug explain` prints it (`dry_run`: no
-    event is posted to the pod for a missing NAD)."""
+    event is posted to the pod for a missing NAD). `for_del`: the plan DEL recomputes after its journal was lost
+    (the interfaces exist in the netns, and each attachment's DEL reports its own missing binary)."""
     from metaplug import netns
     from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations, secondary_cni_args
     from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
@@ -180,9 +180,11 @@ def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, *, dry_run: bool =
     inputs = PlanInputs(ifname=env.ifname, pod=pod, runtime_config=runtime_config, annotations=annotations,
                         config_networks=_config_networks(conf, cni_args))
     plan = build_plan(cfg, inputs, resolver,
-                      existing_ifnames=(lambda: netns.interface_names(env.netns)) if env.netns else None)
+                      existing_ifnames=(lambda: netns.interface_names(env.netns)) if env.netns and not for_del
+                      else None)
     paths = _paths(cfg.bin_dir, env)
-    _find_binaries(plan, paths)
+    if not for_del:
+        _find_binaries(plan, paths)
     body: JournalRecord = {
         "containerId": env.container_id, "ifname": env.ifname, "network": cfg.meta_network, "netns": env.netns,
         "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
@@ -302,13 +304,19 @@ def _kube_context(cfg: MetaplugConfig, pod: PodRef, cni_args: Mapping[str, str])
 
 
 def _rollback(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list[str]:
-    """R27: DEL every attachment made so far, the failed one included, in reverse order."""
+    """R27: DEL every attachment made so far, the failed one included, in reverse order. The journal is rewritten
+    first (only the started ones), but the delegate work never depends on it: on a full disk it goes on from memory,
+    the record on disk (if any) lists a superset for the runtime's DEL, and the journal problem is reported."""
     started = [a for a in body["attachments"] if a["state"] != "planned"]
     body["attachments"] = started
     if not started:
         return []
-    journal.write(key, body)
-    return _delete_attachments(key, env, body)
+    problems: list[str] = []
+    try:
+        journal.write(key, body)
+    except CniError as err:
+        problems.append(f"journal: {err}")
+    return problems + _delete_attachments(key, env, body)
 
 
 # ---------------------------------------------------------------- DEL
@@ -318,6 +326,8 @@ def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
     failures: list[CniError] = []
+    # The runtime's prevResult says an ADD succeeded: look even when nothing of it is left in stateDir.
+    added = isinstance(conf.get("prevResult"), dict)
     # What ADD recorded for this container and ifname under an earlier `name` of the configuration goes too: one
     # netns cannot hold two live attachments of the same ifname, so that record is this container's.
     for target in [key, *journal.recorded_under_other_names(key)]:
@@ -327,9 +337,10 @@ def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             log.warning("the configuration's name changed since ADD; deleting what was recorded under the old name",
                         extra={"recorded_meta_network": target.meta_network, "meta_network": key.meta_network})
         try:
-            with journal.locked(target, create=False) as exists:
+            with journal.locked(target, create=added and target is key) as exists:
                 if exists:
-                    _delete_recorded(target, env, reason=reason)
+                    _delete_recorded(target, env, reason=reason,
+                                     recompute=(lambda: _recomputed_body(env, conf)) if target is key else None)
         except CniError as err:
             failures.append(err)
     if len(failures) == 1:
@@ -339,60 +350,90 @@ def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     return None
 
 
-def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str, keep_lock: bool = False) -> None:
-    """DEL everything the journal records (caller holds the lock); remove the journal when all is gone."""
-    try:
-        body = journal.read(key)
-    except journal.CorruptJournal as bad:
-        aside = journal.set_aside(key)
-        log.error("corrupt journal moved aside; deleting what can be read of it",
-                  extra={"path": bad.path, "reason": bad.reason, "moved_to": aside})
-        if bad.partial is None or not isinstance(bad.partial.get("attachments"), list):
-            log.error("nothing recoverable in the corrupt journal; inspect it by hand", extra={"moved_to": aside})
-            journal.remove(key, keep_lock=keep_lock)
-            return
-        body = cast("JournalRecord", bad.partial)  # unverified: each attachment's DEL reports what it cannot use
+def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str, keep_lock: bool = False,
+                     recompute: Callable[[], JournalRecord] | None = None) -> None:
+    """DEL everything the journal records (caller holds the lock); remove the journal when all is gone.
+
+    The record is the journal, else its previous version, else what can be read of either (`journal.recover`).
+    When nothing is left although something was there (its directory, a damaged file, the runtime's prevResult),
+    `recompute` gives the attachments from the current configuration instead (DEL only)."""
+    found = journal.recover(key)
+    if found.damage:
+        log.error("corrupt journal (a damaged or missing file): deleting from what is left of it",
+                  extra={"problems": found.damage})
+    body = found.body
+    if body is None and recompute is not None:
+        log.error("journal lost: deleting the attachments the current configuration gives this container; "
+                  "check for leftovers by hand", extra={"reason": reason, "problems": found.damage})
+        try:
+            body = recompute()
+        except CniError as err:
+            log.error("cannot recompute the attachments of a lost journal", extra={"error": str(err)})
     if body is None:
+        if found.found:
+            log.error("nothing recoverable in the journal; inspect it by hand", extra={"problems": found.damage})
         journal.remove(key, keep_lock=keep_lock)
         return
     log.info("deleting recorded attachments", extra={"reason": reason, "count": len(body.get("attachments", []))})
     failures = _delete_attachments(key, env, body, keep_lock=keep_lock)
     if failures:
         raise CniError(DEL_INCOMPLETE, f"{reason}: could not delete every attachment", "; ".join(failures))
-    journal.remove(key, keep_lock=keep_lock)
+
+
+def _recomputed_body(env: CniEnv, conf: NetConf) -> JournalRecord:
+    """Issue 9, defect 7, the last resort (as Multus does without its cache): a journal body for the attachments the
+    current configuration and request give this container, each with its part of the runtime's prevResult. DEL of
+    what was never made, or is gone already, succeeds (cni.md 11)."""
+    from metaplug.config import load_config
+    from metaplug.merge import interface_result
+
+    cfg = load_config(conf)
+    body = plan_add(env, conf, cfg, dry_run=True, for_del=True).body
+    prev = conf.get("prevResult")
+    for attachment in body["attachments"]:
+        attachment["state"] = "recomputed"
+        attachment["result"] = interface_result(prev, attachment["ifname"]) if isinstance(prev, dict) else None
+    return body
 
 
 def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecord, *,
                         keep_lock: bool = False) -> list[str]:
-    """Reverse order, every attachment attempted (R27). Entries leave the journal only once their DEL succeeded,
-    except an entry whose ADD never completed: after one failed DEL attempt it is dropped, loudly. When the last entry
-    goes, so do the journal and its lock file.
+    """Reverse order, every attachment attempted (R27), whatever one of them raises. Entries leave the journal only
+    once their DEL succeeded, except an entry whose ADD never completed: after one failed DEL attempt it is dropped,
+    loudly.
 
     The journal is rewritten once at the end (with what is left), not after every attachment: a crash in between
     leaves the whole record, and the runtime's next DEL deletes again what is already gone, which succeeds
-    (cni.md 11)."""
+    (cni.md 11). When the rewrite fails (a full disk) the older record stays, lists a superset, and the problem is
+    reported. When the last entry goes, so do the journal and (unless `keep_lock`) its lock file."""
     from metaplug.cni.chain import del_network_list, load_conflist
 
     failures: list[str] = []
     # cni.md 11: CNI_NETNS is optional on DEL. A path that is no longer a network namespace holds nothing of ours, and
     # a delegate that opened it blindly could block (a FIFO) or fail; it gets none, as for a namespace that is gone.
     netns = env.netns if env.netns and ns.is_netns(env.netns) else ""
+    paths, timeout = journal.delegate_paths(body), journal.delegate_timeout(body)
     for attachment in list(reversed(body["attachments"])):
         try:
             conflist = load_conflist(attachment["conflist"].encode())
-            del_network_list(conflist, journal.runtime_conf(body, attachment, netns), body["paths"],
-                             prev_result=attachment.get("result"), timeout=body.get("timeout"))
-        except CniError as err:
-            if attachment.get("state") != "added":
+            del_network_list(conflist, journal.runtime_conf(body, attachment, netns), paths,
+                             prev_result=attachment.get("result"), timeout=timeout)
+        except Exception as exc:  # one attachment's failure, whatever it is, never stops the others (R27)
+            err = exc if isinstance(exc, CniError) else CniError(skel.INTERNAL_ERROR, "internal error",
+                                                                 f"{type(exc).__name__}: {exc}")
+            if attachment.get("state") not in ("added", "recomputed"):
                 journal.warn_dropped(key, attachment, err)
             else:
-                failures.append(f"{attachment['ifname']} ({attachment['network']}): {err}")
+                failures.append(f"{attachment.get('ifname')} ({attachment.get('network')}): {err}")
                 continue
         body["attachments"].remove(attachment)
-    if body["attachments"]:
-        journal.write(key, body)
-    else:
-        journal.remove(key, keep_lock=keep_lock)
+    try:
+        if body["attachments"] and body["attachments"][0].get("state") != "recomputed":
+            journal.write(key, body)
+        elif not body["attachments"]:
+            journal.remove(key, keep_lock=keep_lock)
+    except (CniError, OSError) as exc:
+        failures.append(f"journal: {exc}")
     return failures
 
 
@@ -459,8 +500,8 @@ def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
         for attachment in body["attachments"]:
             try:
                 check_network_list(load_conflist(attachment["conflist"].encode()),
-                                   journal.runtime_conf(body, attachment, env.netns), body["paths"],
-                                   prev_result=attachment.get("result"), timeout=body.get("timeout"))
+                                   journal.runtime_conf(body, attachment, env.netns), journal.delegate_paths(body),
+                                   prev_result=attachment.get("result"), timeout=journal.delegate_timeout(body))
             except CniError as err:
                 raise CniError(err.code, f"CHECK failed for {attachment['ifname']} ({attachment['network']})",
                                f"{err.msg}: {err.details}" if err.details else err.msg) from None
@@ -537,7 +578,7 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             continue
         for attachment in body["attachments"]:
             conflist = load_conflist(attachment["conflist"].encode())
-            conflists[conflist["name"]] = (conflist, body["paths"])
+            conflists[conflist["name"]] = (conflist, journal.delegate_paths(body))
         if (cid, body.get("ifname")) in valid:
             _count_as_valid(delegate_valid, cid, body)
             continue

@@ -91,11 +91,12 @@ def open_private(path: str, flags: int, mode: int = FILE_MODE) -> int:
 
 
 def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool = True,
-                 sync_dir: bool = True) -> None:
+                 sync_dir: bool = True, previous: str | None = None) -> None:
     """Replace `path` by `data` so that a crash leaves the old or the new content, never a mix (see module doc).
     `durable=False` skips the fsyncs (state that is rebuilt anyway). `sync_dir=False` keeps the data's fsync (so any
     version a power cut leaves is whole) but skips the directory's: the rename itself may then be lost to a power cut,
-    leaving the previous version (for a caller whose previous version is safe to fall back to)."""
+    leaving the previous version (for a caller whose previous version is safe to fall back to). With `previous`, the
+    version being replaced stays there (`keep_previous`)."""
     directory = os.path.dirname(path) or "."
     tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
     with contextlib.suppress(FileNotFoundError):
@@ -110,6 +111,8 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool
                 os.fsync(fd)
         finally:
             os.close(fd)
+        if previous is not None:
+            keep_previous(path, previous)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -117,6 +120,20 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool
         raise
     if durable and sync_dir:
         fsync_dir(directory)
+
+
+def keep_previous(path: str, previous: str) -> None:
+    """`previous` becomes a second name of the file at `path` (nothing when there is none yet); the rename that
+    follows in `atomic_write` gives `path` the new file, so the two names hold two whole, independent versions. Done
+    once the new data is written: links and unlinks need no free space, so a write that fails on a full disk leaves
+    both versions as they were. On a filesystem without hard links there is no previous version."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(previous)
+    try:
+        os.link(path, previous)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOENT, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+            raise
 
 
 def fsync_dir(path: str) -> None:

@@ -12,8 +12,9 @@ Tests copy this file into a temp bin dir under any name, chmod +x, and steer it 
         "stderr": "text",               # written to stderr on every call
         "sleep": 0.5,                   # seconds to wait before answering
         "versions": ["1.0.0"],          # supportedVersions of the VERSION reply
-        "log": "/path/calls.jsonl"}}    # every call appended: command, CNI_* and trace env, stdin, pid, plugin,
+        "log": "/path/calls.jsonl",     # every call appended: command, CNI_* and trace env, stdin, pid, plugin,
                                         # time
+        "fill": "/path/filler"}}        # on ADD, before answering: write zeros there until its filesystem is full
 
 VERSION probes carry no config, so defaults may also come from a sidecar file `<this executable>.json` holding the
 same object as "fake" (the config's "fake" overrides it key by key).
@@ -85,6 +86,8 @@ def main() -> None:
         while True:
             time.sleep(60)
     write_log(fake, entry)
+    if fake.get("fill") and command == "ADD":
+        fill(str(fake["fill"]))
     if fake.get("sleep"):
         time.sleep(float(fake["sleep"]))
     status = int(fake.get("exit", 1))
@@ -147,6 +150,19 @@ def add_result(conf: dict[str, Any], fake: dict[str, Any], mode: str, version: s
     else:
         result["cniVersion"] = version
     return result
+
+
+def fill(path: str) -> None:
+    """Make the filesystem holding `path` full (ENOSPC), as a disk that fills up while metaplug runs."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        while True:
+            try:
+                os.write(fd, b"\0" * 4096)
+            except OSError:
+                return
+    finally:
+        os.close(fd)
 
 
 def load_sidecar() -> dict[str, Any]:

@@ -166,6 +166,10 @@ class MetaplugWorld:
     # Set: every thin call runs in a private mount namespace with this directory bind-mounted over /var/lib, for
     # configs used unchanged whose delegates write there (host-local's default dataDir /var/lib/cni/networks).
     private_var_lib: Path | None = None
+    # Run metaplug inside another mount namespace (e.g. tests/helpers/private_tmpfs.py) and look at stateDir from
+    # there: the command prefix and the root under which that namespace's files appear.
+    prefix: list[str] = field(default_factory=list)
+    view_root: str = ""
 
     @property
     def conf_dir(self) -> Path:
@@ -248,7 +252,8 @@ class MetaplugWorld:
                                    netns_path=netns_path, mode=mode, extra_env=extra_env)
         if umask is not None:
             argv = ["sh", "-c", f'umask {umask:03o} && exec "$0" "$@"', *argv]
-        proc = self.node.exec(argv, check=False, timeout=timeout, **stdio)
+        proc = run([*self.prefix, "ip", "netns", "exec", self.node.name, *argv], check=False, timeout=timeout,
+                   **stdio)
         return CallResult(proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
     def command(self, verb: str, conf: dict[str, Any], *, pod: Netns | None = None, container_id: str = "c1",
@@ -292,9 +297,10 @@ class MetaplugWorld:
         return sorted(out)
 
     def state_files(self) -> list[str]:
-        if not self.state_dir.exists():
+        state_dir = Path(f"{self.view_root}{self.state_dir}")
+        if not state_dir.exists():
             return []
-        return sorted(str(p.relative_to(self.state_dir)) for p in self.state_dir.rglob("*"))
+        return sorted(str(p.relative_to(state_dir)) for p in state_dir.rglob("*"))
 
 
 def new_container_id() -> str:

@@ -148,11 +148,13 @@ def test_corrupt_journal_is_moved_aside_and_del_is_best_effort(world: MetaplugWo
 
 
 def test_unreadable_journal_is_moved_aside(world: MetaplugWorld, pod: Netns) -> None:
+    """An unreadable journal is kept aside and DEL works from its previous version (issue 9, defect 7)."""
     conf = cluster_conf(world)
     assert world.call("ADD", conf, pod=pod).code == 0
     (world.state_dir / "c1" / "mp-eth0.json").write_text("{not json")
     delete = world.call("DEL", conf, pod=pod)
-    assert delete.code == 0 and "nothing recoverable" in delete.stderr
+    assert delete.code == 0 and "corrupt journal" in delete.stderr
+    assert set(pod.links()) == {"lo"} and world.reservations() == []
     assert [p for p in world.state_files() if ".corrupt." in p]
 
 
