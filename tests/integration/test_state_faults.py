@@ -5,7 +5,7 @@ still remove every interface, node veth and IP reservation, and leave nothing in
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -173,3 +173,68 @@ def test_del_with_every_journal_file_unreadable_recomputes(world: MetaplugWorld,
     assert "journal lost" in delete.stderr
     assert set(pod.links()) == {"lo"} and node_veths(world) == [] and world.reservations() == []
     assert len([f for f in world.state_files() if ".corrupt." in f]) == 2
+
+
+# ---------------------------------------------------------------- defect 3: values that explode late
+
+
+def rewrite_journal(world: MetaplugWorld, change: Callable[[dict], None]) -> None:
+    """Edit the journal body as an older metaplug could have written it, checksum kept valid."""
+    from metaplug.journal import checksum
+
+    path = world.state_dir / "c1" / "mp-eth0.json"
+    doc = json.loads(path.read_text())
+    change(doc["body"])
+    doc["checksum"] = checksum(doc["body"])
+    path.write_text(json.dumps(doc))
+
+
+def test_del_survives_a_journal_with_an_unusable_timeout_and_path(world: MetaplugWorld, pod: Netns) -> None:
+    """A journal recording delegateTimeout Infinity and a binDir with a NUL byte (accepted by older versions):
+    DEL used to fail with 199 forever (OverflowError, ValueError); now it uses the default timeout, skips the
+    unusable path and removes everything."""
+    conf = three_attachments(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+
+    def old_values(body: dict) -> None:
+        body["timeout"] = float("inf")
+        body["paths"] = ["/opt/cni\0/bin", *body["paths"]]
+
+    rewrite_journal(world, old_values)
+    delete = world.call("DEL", conf, pod=pod)
+    assert delete.code == 0, delete.stdout
+    assert_nothing_left(world, pod)
+
+
+def test_one_attachment_raising_anything_never_stops_the_others(world: MetaplugWorld, pod: Netns) -> None:
+    """An attachment whose record makes DEL raise (not a CniError): the others are still deleted, and the error lists
+    it (104, never 199); the runtime's DEL keeps retrying it."""
+    conf = three_attachments(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    rewrite_journal(world, lambda body: body["attachments"][1].update(conflist=12345))
+    delete = world.call("DEL", conf, pod=pod)
+    assert delete.code == 1 and delete.json["code"] == 104, delete.stdout
+    assert "net1" in delete.json["details"] and "AttributeError" in delete.json["details"]
+    assert not pod.has_link("eth0") and not pod.has_link("net2")  # before and after the broken one (reverse order)
+    assert pod.has_link("net1")
+    assert [f for f in world.state_files() if f.endswith(".json")] == ["c1/mp-eth0.json"]
+
+
+def test_mp_host_local_on_a_full_data_dir_leaves_no_reservation_or_temp_file(world: MetaplugWorld,
+                                                                              tmp_path: Path) -> None:
+    """The bundled IPAM store, a sibling of the journal: one free page takes the address file, writing the
+    last-reserved marker fails (ENOSPC); the ADD fails with code 5 and leaves neither the address nor a temp file."""
+    from tests.helpers.netns import VENV_BIN, metaplug_env, run
+
+    data_dir = tmp_path / "ipam-full"
+    conf = {"cniVersion": "1.0.0", "name": "full", "type": "mp-bridge",
+            "ipam": {"type": "mp-host-local", "dataDir": str(data_dir), "ranges": [[{"subnet": "10.55.0.0/24"}]]}}
+    env = metaplug_env({"CNI_COMMAND": "ADD", "CNI_CONTAINERID": "c1", "CNI_NETNS": "/var/run/netns/none",
+                        "CNI_IFNAME": "eth0", "CNI_PATH": str(VENV_BIN)})
+    with PrivateTmpfs(data_dir, size_kib=64) as fs:
+        fs.view(data_dir / "full").mkdir()
+        fs.fill(leave_pages=1)
+        proc = run([*fs.prefix, "ip", "netns", "exec", world.node.name, str(VENV_BIN / "mp-host-local")],
+                   check=False, input=json.dumps(conf).encode(), env=env)
+        assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 5, proc.stdout
+        assert sorted(p.name for p in fs.view(data_dir / "full").iterdir()) == ["lock"]

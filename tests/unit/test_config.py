@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -129,3 +131,51 @@ def test_del_path_imports_no_pydantic_httpx_or_pyroute2() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+# Issue 9, defect 3: values that passed validation once and exploded later (OverflowError in the delegate call,
+# ValueError in every file call), in ADD's rollback and in every later DEL.
+BAD_DURATIONS = [float("inf"), float("-inf"), float("nan"), 2**70, 3601, 1e21]
+
+
+@pytest.mark.parametrize("key", ["delegateTimeout", "readinessTimeout", "kubeDeadline"])
+@pytest.mark.parametrize("value", BAD_DURATIONS)
+def test_durations_must_be_finite_and_bounded(key: str, value: float) -> None:
+    with pytest.raises(CniError) as info:
+        load_config({"name": "mp", key: value})
+    assert info.value.code == 7 and info.value.details.startswith(key) and "3600" in info.value.details
+
+
+@pytest.mark.parametrize("value", BAD_DURATIONS)
+def test_del_refuses_an_unusable_delegate_timeout_too(value: float) -> None:
+    with pytest.raises(CniError) as info:
+        Settings.from_raw({"name": "mp", "delegateTimeout": value})
+    assert info.value.code == 7 and "delegateTimeout" in info.value.details
+
+
+@pytest.mark.parametrize("key", ["stateDir", "binDir", "confDir", "logFile", "kubeconfig"])
+def test_paths_with_a_nul_byte_are_code_7(key: str) -> None:
+    with pytest.raises(CniError) as info:
+        load_config({"name": "mp", key: "/var/lib\0/x"})
+    assert info.value.code == 7 and info.value.details.startswith(key) and "NUL" in info.value.details
+    if key in ("stateDir", "binDir"):
+        with pytest.raises(CniError) as lean:
+            Settings.from_raw({"name": "mp", key: "/var/lib\0/x"})
+        assert lean.value.code == 7 and key in lean.value.details
+
+
+@pytest.mark.parametrize("verb", ["ADD", "DEL", "CHECK", "GC", "STATUS"])
+@pytest.mark.parametrize("literal", ['"delegateTimeout": 1e999', '"delegateTimeout": Infinity',
+                                     '"delegateTimeout": 1180591620717411303424', '"stateDir": "/s\\u0000x"',
+                                     '"binDir": "/b\\u0000"'])
+def test_every_verb_answers_code_7_not_199(tmp_path: Path, verb: str, literal: str) -> None:
+    """The same values as they arrive on stdin (Python's json reads 1e999 and Infinity as inf)."""
+    from metaplug.plugin import run
+
+    env = {"CNI_COMMAND": verb, "CNI_CONTAINERID": "c1", "CNI_NETNS": "/proc/self/ns/net", "CNI_IFNAME": "eth0",
+           "CNI_PATH": "/nonexistent"}
+    head = json.dumps({"cniVersion": "1.1.0", "name": "mp", "type": "metaplug", "stateDir": str(tmp_path)})
+    stdin = f"{head[:-1]}, {literal}}}".encode()  # a repeated key: the last one counts
+    status, out, _ = run(env, stdin)
+    error = json.loads(out)
+    assert status == 1 and error["code"] == 7 and error["details"].startswith(literal[1:].split('"')[0]), out
