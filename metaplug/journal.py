@@ -1,8 +1,9 @@
 """Crash-safe record of every attachment metaplug made for one container (DESIGN: "journal").
 
 Layout: `<stateDir>/<containerID>/<meta network>-<ifname>.json` (one journal per metaplug attachment: a container may be
-attached by several meta networks or ifnames) and `<stateDir>/<containerID>/<meta network>-<ifname>.lock`.
-A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file, fsync, rename, fsync dir).
+attached by several meta networks or ifnames), its previous version `<...>.json.prev` and the lock file `<...>.lock`.
+A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file `<...>.json.tmp.<pid>`,
+fsync, rename, fsync dir).
 
 Durability: every write is atomic and its data is on disk before the rename, so whatever version a crash leaves is
 whole. The directory fsync that makes the rename itself survive a power loss (~4 ms on a busy disk) is needed only for
@@ -16,9 +17,15 @@ The body (`JournalRecord`, below, with every on-disk key explained) keeps, per a
 exact delegate conflist, its ifname, capability args, its state ("adding" before the delegate ADD, "added" after) and
 its result, plus the call's CNI_ARGS, netns and plugin paths. DEL, CHECK and GC read only this.
 
-Locking (cni.md 23): an flock on the lock file serialises every operation on one container+ifname. The lock file is
-removed when the journal is removed (a failed ADD and a complete DEL leave nothing in stateDir); a process that locked
-a file another process unlinked meanwhile notices (inode changed) and locks again.
+Losing one file never loses the pod's networks (issue 9): every record lists every planned attachment from the first
+write on, and each write keeps the version it replaces as `.json.prev` (same shape, same checksum rule). `recover`
+falls back to it when the journal is missing, truncated or corrupt. A failed write (a full disk) leaves both as they
+were and no temp file; the temp file of a writer killed midway is removed with the journal.
+
+Locking (cni.md 23): an flock on the lock file serialises every operation on one container+ifname. When the lock is
+released with nothing recorded, the lock file and the empty container dir go (a failed ADD and a complete DEL leave
+nothing in stateDir); a process that locked a file another process unlinked meanwhile notices (inode changed) and
+locks again.
 """
 
 from __future__ import annotations

@@ -316,7 +316,8 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list
         journal.write(key, body)
     except CniError as err:
         problems.append(f"journal: {err}")
-    return problems + _delete_attachments(key, env, body)
+    left = _delete_attachments(key, env, body)
+    return problems + left if left else []  # everything deleted: the journal problem no longer matters
 
 
 # ---------------------------------------------------------------- DEL
