@@ -406,6 +406,20 @@ def locked_if_present(key: JournalKey, *, wait: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
+def read_listed(path: str) -> JournalRecord:
+    """A journal file `list_journals` gave (GC): its body (`load`), else, when it is damaged, its previous version's.
+    Raises what the journal itself raised when neither can be used."""
+    candidates = [path] if path.endswith(PREVIOUS_SUFFIX) else [path, path + PREVIOUS_SUFFIX]
+    first: Exception | None = None
+    for candidate in candidates:
+        try:
+            return load(candidate)
+        except (OSError, CniError, CorruptJournal) as exc:
+            first = first or exc
+    assert first is not None
+    raise first
+
+
 def list_journals(state_dir: str) -> Iterator[tuple[str, str]]:
     """(containerID, journal file path) of every journal in stateDir (GC)."""
     require_private_state_dir(state_dir)

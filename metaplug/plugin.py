@@ -563,7 +563,7 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     delegate_valid: dict[str, list[dict[str, str]]] = {}
     for cid, path in journal.list_journals(settings.state_dir):
         try:
-            body = journal.load(path)
+            body = journal.read_listed(path)
         except (OSError, CniError, journal.CorruptJournal) as exc:
             errors.append(f"{path}: {exc}")
             continue
@@ -577,17 +577,20 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
                             "ifname": body.get("ifname"), "recorded_meta_network": body.get("network")})
             _count_as_valid(delegate_valid, cid, body)
             continue
-        for attachment in body["attachments"]:
-            conflist = load_conflist(attachment["conflist"].encode())
+        for attachment in body.get("attachments") or []:
+            try:
+                conflist = load_conflist(attachment["conflist"].encode())
+            except Exception:  # an unreadable record: its DEL below reports it (and a kept one is not GC's)
+                continue
             conflists[conflist["name"]] = (conflist, journal.delegate_paths(body))
         if (cid, body.get("ifname")) in valid:
             _count_as_valid(delegate_valid, cid, body)
             continue
-        key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"])
-        try:
-            delete_journaled(key, reason="GC")
-        except CniError as err:
-            errors.append(f"{cid}/{body['ifname']}: {err}")
+        try:  # one journal's failure, whatever it is, never stops the others (cni.md 14)
+            delete_journaled(journal.JournalKey(settings.state_dir, cid, settings.meta_network, body["ifname"]),
+                             reason="GC")
+        except Exception as exc:
+            errors.append(f"{cid}/{body.get('ifname')}: {exc if isinstance(exc, CniError) else repr(exc)}")
     for name, (conflist, paths) in sorted(conflists.items()):
         try:
             gc_network_list(conflist, _paths(settings.bin_dir, env) if env.path else paths,
@@ -602,7 +605,10 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
 def _count_as_valid(delegate_valid: dict[str, list[dict[str, str]]], cid: str, body: journal.JournalRecord) -> None:
     """GC: every attachment of this journal is valid for its delegate conflist (with its own ifname)."""
     for attachment in body.get("attachments") or []:
-        name = json.loads(attachment["conflist"])["name"]
+        try:
+            name = json.loads(attachment["conflist"])["name"]
+        except Exception:  # an unreadable record (issue 9): the others still count
+            continue
         delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.helpers import fake_delegate
 from tests.helpers.metaplug_env import MetaplugWorld
-from tests.helpers.netns import Netns
+from tests.helpers.netns import Netns, NetnsFactory
 from tests.helpers.private_tmpfs import PrivateTmpfs
 
 
@@ -238,3 +238,29 @@ def test_mp_host_local_on_a_full_data_dir_leaves_no_reservation_or_temp_file(wor
                    check=False, input=json.dumps(conf).encode(), env=env)
         assert proc.returncode == 1 and json.loads(proc.stdout)["code"] == 5, proc.stdout
         assert sorted(p.name for p in fs.view(data_dir / "full").iterdir()) == ["lock"]
+
+
+def test_gc_uses_the_previous_version_and_survives_a_broken_record(world: MetaplugWorld,
+                                                                   netns_factory: NetnsFactory) -> None:
+    """GC (cni.md 14) with one stale container whose journal is corrupt (its previous version serves) and another
+    whose record makes GC raise: the first is deleted completely, the second except its broken attachment, which is
+    reported (104); the valid one is kept."""
+    conf = three_attachments(world)
+    pods = {cid: netns_factory.new("pod") for cid in ("corrupt", "broken", "keep")}
+    for cid, ns in pods.items():
+        assert world.call("ADD", conf, pod=ns, container_id=cid).code == 0
+    damage(world.state_dir / "corrupt" / "mp-eth0.json", "corrupt")
+    path = world.state_dir / "broken" / "mp-eth0.json"
+    doc = json.loads(path.read_text())
+    doc["body"]["attachments"][1]["conflist"] = 12345
+    from metaplug.journal import checksum
+    doc["checksum"] = checksum(doc["body"])
+    path.write_text(json.dumps(doc))
+    gc = world.call("GC", {**conf, "cni.dev/valid-attachments": [{"containerID": "keep", "ifname": "eth0"}]})
+    assert gc.code == 1 and gc.json["code"] == 104 and "broken" in gc.json["details"], gc.stdout
+    assert set(pods["corrupt"].links()) == {"lo"}
+    assert set(pods["broken"].links()) == {"lo", "net1"}  # only the broken record's attachment stays
+    assert pods["keep"].has_link("net2")
+    assert [f for f in world.state_files() if f.startswith("corrupt/")] == [
+        next(f for f in world.state_files() if f.startswith("corrupt/mp-eth0.json.corrupt."))]
+    assert world.call("DEL", conf, pod=pods["keep"], container_id="keep").code == 0
