@@ -1,4 +1,5 @@
-"""Crash at every step of an ADD with three attachments (issue 9, "Done when"): metaplug is SIGKILLed right before
+"""Crash at every step of an ADD with three attachments, and of its DEL (issue 9, "Done when"): metaplug is SIGKILLed
+right before
 each change it makes to the world (a file created, written, synced, renamed, linked or removed, a lock taken) or right
 after it starts a delegate (which then runs on alone); then the runtime's DEL must leave nothing: no interface, no
 node veth, no IP reservation, no journal, temp file, lock or directory. The steps come from a counting run of the
@@ -44,36 +45,61 @@ def node_veths(world: MetaplugWorld) -> list[str]:
     return sorted(n for n, link in world.node.links().items() if n.startswith("veth"))
 
 
-def test_sigkill_at_every_step_of_an_add_then_del_leaves_nothing(world: MetaplugWorld, pod: Netns) -> None:
+CRASH_ENV = {"PYTHONPATH": f"{CRASHPOINT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":")}
+
+
+def three_attachments(world: MetaplugWorld) -> dict[str, Any]:
     world.add_nad("red", world.bridge_net("red", "10.99.0.0/24", "mpred0"))
     world.add_nad("blue", world.bridge_net("blue", "10.77.0.0/24", "mpblue0"))
-    conf = world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0",
+    return world.annotated(world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0",
                                                                 default_gw=True)), "red,blue")
-    crash_env = {"PYTHONPATH": f"{CRASHPOINT}:{os.environ.get('PYTHONPATH', '')}".rstrip(":")}
 
-    for warm in (True, False):  # the first ADD also makes stateDir and the IPAM dirs: count the second one
-        counting = world.tmp / f"steps-{warm}.jsonl"
-        add = world.call("ADD", conf, pod=pod, container_id="count",
-                         extra_env={**crash_env, "METAPLUG_TEST_CRASH_LOG": str(counting)})
+
+def _count_steps(world: MetaplugWorld, conf: dict[str, Any], pod: Netns, verb: str) -> list[dict[str, Any]]:
+    """The steps of a warm ADD or DEL (the first ADD also makes stateDir and the IPAM dirs)."""
+    for n in range(2):
+        log = world.tmp / f"count-{verb}-{n}.jsonl"
+        env = {**CRASH_ENV, "METAPLUG_TEST_CRASH_LOG": str(log)}
+        add = world.call("ADD", conf, pod=pod, container_id="count", extra_env=env if verb == "ADD" else None)
         assert add.code == 0, add.stdout
-        assert world.call("DEL", conf, pod=pod, container_id="count").code == 0
-    steps = _steps(counting)
-    assert [s["op"] for s in steps].count("spawn") == 3 and any(s["op"] == "replace" for s in steps)
+        assert world.call("DEL", conf, pod=pod, container_id="count",
+                          extra_env=env if verb == "DEL" else None).code == 0
+    steps = _steps(log)
+    assert [s["op"] for s in steps].count("spawn") == 3, steps
+    return steps
 
+
+def _kill_then_del(world: MetaplugWorld, verb: str, conf: dict[str, Any], pod: Netns, cid: str,
+                   step: dict[str, Any]) -> None:
+    """`verb` killed before `step`, then the runtime's DEL: it succeeds and leaves nothing."""
+    n = step["step"]
+    log = world.tmp / f"steps-{verb}-{n}.jsonl"
+    killed = world.call(verb, conf, pod=pod, container_id=cid,
+                        extra_env={**CRASH_ENV, "METAPLUG_TEST_CRASH_AT": str(n), "METAPLUG_TEST_CRASH_LOG": str(log)})
+    seen = _steps(log)
+    assert killed.code in (-9, 137) and len(seen) == n, (verb, n, step, killed)
+    _wait_for_orphans(seen[-1]["spawned"])
+    delete = world.call("DEL", conf, pod=pod, container_id=cid)
+    where = f"{verb} killed before step {n} ({step['op']} {step['arg']})"
+    assert delete.code == 0, (where, delete.stdout)
+    assert set(pod.links()) == {"lo"}, where
+    assert node_veths(world) == [], where
+    assert world.reservations() == [], where
+    assert world.state_files() == [], (where, world.state_files())
+
+
+def test_sigkill_at_every_step_of_an_add_then_del_leaves_nothing(world: MetaplugWorld, pod: Netns) -> None:
+    conf = three_attachments(world)
+    steps = _count_steps(world, conf, pod, "ADD")
+    assert any(s["op"] == "replace" for s in steps)
     for step in steps:
-        n = step["step"]
-        cid = f"crash{n}"
-        log = world.tmp / f"steps-{n}.jsonl"
-        killed = world.call("ADD", conf, pod=pod, container_id=cid,
-                            extra_env={**crash_env, "METAPLUG_TEST_CRASH_AT": str(n),
-                                       "METAPLUG_TEST_CRASH_LOG": str(log)})
-        seen = _steps(log)
-        assert killed.code in (-9, 137) and len(seen) == n, (n, step, killed)
-        _wait_for_orphans(seen[-1]["spawned"])
-        delete = world.call("DEL", conf, pod=pod, container_id=cid)
-        where = f"killed before step {n} ({step['op']} {step['arg']})"
-        assert delete.code == 0, (where, delete.stdout)
-        assert set(pod.links()) == {"lo"}, where
-        assert node_veths(world) == [], where
-        assert world.reservations() == [], where
-        assert world.state_files() == [], (where, world.state_files())
+        _kill_then_del(world, "ADD", conf, pod, f"crash{step['step']}", step)
+
+
+def test_sigkill_at_every_step_of_a_del_then_the_next_del_leaves_nothing(world: MetaplugWorld, pod: Netns) -> None:
+    """The runtime repeats a DEL that did not answer: killed anywhere in the first, the second finishes (cni.md 11)."""
+    conf = three_attachments(world)
+    for step in _count_steps(world, conf, pod, "DEL"):
+        cid = f"del{step['step']}"
+        assert world.call("ADD", conf, pod=pod, container_id=cid).code == 0
+        _kill_then_del(world, "DEL", conf, pod, cid, step)

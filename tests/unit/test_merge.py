@@ -309,3 +309,21 @@ def test_primary_result_is_cluster_result_copy() -> None:
 def test_primary_result_without_cluster_attachment() -> None:
     with pytest.raises(ValueError):
         primary_result([secondary()])
+
+
+def test_interface_result_is_one_attachments_part_of_a_merged_result() -> None:
+    """DEL's prevResult for an attachment recomputed after its journal was lost (issue 9, defect 7)."""
+    from metaplug.merge import interface_result
+
+    merged = {"cniVersion": "1.0.0", "interfaces": [
+        {"name": "cni0"}, {"name": "veth1"}, {"name": "eth0", "sandbox": "/run/netns/p"},
+        {"name": "net1", "sandbox": "/run/netns/p", "mac": "02:00:00:00:00:01"}],
+        "ips": [{"address": "10.88.0.2/24", "interface": 2}, {"address": "10.99.0.2/24", "interface": 3},
+                {"address": "fd00::2/64", "interface": 3}],
+        "routes": [{"dst": "0.0.0.0/0", "gw": "10.88.0.1"}]}
+    part = interface_result(merged, "net1")
+    assert part == {"cniVersion": "1.1.0", "interfaces": [merged["interfaces"][3]],
+                    "ips": [{"address": "10.99.0.2/24", "interface": 0}, {"address": "fd00::2/64", "interface": 0}]}
+    assert interface_result(merged, "net9") is None
+    assert interface_result({"cniVersion": "0.2.0", "ip4": {"ip": "10.1.0.2/24"}}, "eth0") is None
+    assert interface_result({"cniVersion": "bogus"}, "eth0") is None
