@@ -368,8 +368,8 @@ def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str, keep_
                   "check for leftovers by hand", extra={"reason": reason, "problems": found.damage})
         try:
             body = recompute()
-        except CniError as err:
-            log.error("cannot recompute the attachments of a lost journal", extra={"error": str(err)})
+        except Exception as exc:  # a configuration that no longer plans, an API that is down: best effort
+            log.error("cannot recompute the attachments of a lost journal", extra={"error": repr(exc)})
     if body is None:
         if found.found:
             log.error("nothing recoverable in the journal; inspect it by hand", extra={"problems": found.damage})
@@ -413,7 +413,8 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
     # cni.md 11: CNI_NETNS is optional on DEL. A path that is no longer a network namespace holds nothing of ours, and
     # a delegate that opened it blindly could block (a FIFO) or fail; it gets none, as for a namespace that is gone.
     netns = env.netns if env.netns and ns.is_netns(env.netns) else ""
-    paths, timeout = journal.delegate_paths(body), journal.delegate_timeout(body)
+    paths = journal.delegate_paths(body) or list(env.path)  # a partly readable record may have lost its paths
+    timeout = journal.delegate_timeout(body)
     for attachment in list(reversed(body["attachments"])):
         try:
             conflist = load_conflist(attachment["conflist"].encode())
