@@ -209,8 +209,9 @@ def recover(key: JournalKey) -> Recovered:
         _require_private(path, st)  # a file someone else could have written is refused, not used (code 5)
         try:
             raw = files.read_file(path)
-        except OSError as exc:
-            damage.append(f"{path}: cannot read ({exc})")
+        except OSError as exc:  # not a regular file (a FIFO), too large, EIO: as damaged as a corrupt one
+            aside = set_aside(path)
+            damage.append(f"{path}: cannot read ({exc})" + (f" (moved to {aside})" if aside else ""))
             continue
         try:
             return Recovered(decode(path, raw), damage, True)

@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 DEADLINE = 20.0
 
 
@@ -57,11 +55,15 @@ def test_nad_file_that_is_a_fifo(tmp_path: Path) -> None:
     assert code == 1 and out is not None and out["code"] == 7, (out, err)
 
 
-@pytest.mark.parametrize("verb", ["DEL", "CHECK"])
-def test_journal_that_is_a_fifo(tmp_path: Path, verb: str) -> None:
+def test_journal_that_is_a_fifo(tmp_path: Path) -> None:
+    """CHECK refuses it (code 5); DEL treats it as a damaged journal (issue 9, defect 7): moved aside without
+    blocking, the event logged at error level, and DEL goes on from what is left."""
     _fifo(tmp_path / "state" / "c1" / "mp-eth0.json")
-    code, out, err = _metaplug(tmp_path, verb)
+    code, out, err = _metaplug(tmp_path, "CHECK")
     assert code == 1 and out is not None and out["code"] == 5, (out, err)
+    code, out, err = _metaplug(tmp_path, "DEL")
+    assert code == 0 and "corrupt journal" in err and "not a regular file" in err, (out, err)
+    assert [p.name.split(".corrupt.")[0] for p in (tmp_path / "state" / "c1").iterdir()] == ["mp-eth0.json"]
 
 
 def test_resolv_conf_that_is_a_fifo(tmp_path: Path) -> None:
