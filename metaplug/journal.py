@@ -2,8 +2,8 @@
 
 Layout: `<stateDir>/<containerID>/<meta network>-<ifname>.json` (one journal per metaplug attachment: a container may be
 attached by several meta networks or ifnames), its previous version `<...>.json.prev` and the lock file `<...>.lock`.
-A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file `<...>.json.tmp.<pid>`,
-fsync, rename, fsync dir).
+A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file `.<...>.json.tmp.<pid>`,
+fsync, rename, fsync dir: `cni.files.atomic_write`).
 
 Durability: every write is atomic and its data is on disk before the rename, so whatever version a crash leaves is
 whole. The directory fsync that makes the rename itself survive a power loss (~4 ms on a busy disk) is needed only for

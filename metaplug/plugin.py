@@ -13,6 +13,7 @@ Each verb reads like its story; the details live in attach/ (what to attach), cn
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -453,7 +454,9 @@ def delete_journaled(key: journal.JournalKey, *, reason: str, only_if_netns_gone
         try:
             found, corrupt = journal.read(key), False
         except journal.CorruptJournal as bad:
-            found, corrupt = bad.partial, True  # DEL sets it aside and deletes what can be read
+            found, corrupt = bad.partial, True  # DEL sets it aside and deletes from what is left
+            with contextlib.suppress(OSError, CniError, journal.CorruptJournal):
+                found = journal.load(key.previous_path)  # the whole previous version knows the netns too
         if found is None and not corrupt:
             journal.remove(key)  # gone meanwhile: only the lock file this took is left
             return False
