@@ -259,7 +259,7 @@ def _schemas() -> dict[str, CoreSchema]:
             key: cs.typed_dict_field(flag if key == "compress" else count, required=False)
             for key in LOG_OPTION_KEYS}, extra_behavior="ignore"),
         "objects": cs.list_schema(cs.dict_schema(cs.str_schema(), cs.any_schema())),
-        "positive number": cs.float_schema(gt=0, le=MAX_SECONDS, allow_inf_nan=False),
+        "positive number": cs.float_schema(gt=0, le=MAX_SECONDS),  # finite: `_number` before, as in the lean view
         "bool": cs.bool_schema(),
         "result": cs.literal_schema(["merged", "primary"]),
         "log level": cs.no_info_after_validator_function(_log_level, text),

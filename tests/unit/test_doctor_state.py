@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 from metaplug import journal
+from metaplug.cni import files
 from metaplug.doctor import state
 
 
@@ -52,6 +53,11 @@ def test_lock_without_journal_is_reported_only_when_nobody_holds_it(tmp_path: Pa
     key = journal.JournalKey(str(tmp_path), "c2", "mp", "eth0")
     with journal.locked(key):  # an ADD that has not written its journal yet
         assert state.scan_state(str(tmp_path)).findings == []
+    # Released with nothing recorded, the lock file goes (journal.locked); one stays only after its holder was
+    # killed, as here.
+    assert not os.path.exists(key.lock_path)
+    files.make_dirs(key.container_dir)
+    os.close(files.open_private(key.lock_path, os.O_RDWR))
     [finding] = state.scan_state(str(tmp_path)).findings
     assert (finding.kind, finding.subject) == ("lock-without-journal", key.lock_path)
     assert finding.repair is not None and finding.repair().startswith("removed")
