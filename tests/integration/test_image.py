@@ -150,6 +150,7 @@ class NodeHost:
         # puts every container under this cgroup, removed in close()
         self.cgroup = f"/{self.dir.name}"
         self.runtime = ["--runtime", "runc", "--cgroup-parent", self.cgroup]
+        self.cgroups_left: list[str] = []
         (self.dir / "containers.conf").write_text(
             "[containers]\n"
             'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'  # the defaults are above this machine's
@@ -236,19 +237,32 @@ class NodeHost:
                 if self.holder.poll() is None:
                     self.holder.kill()
                 self.holder.wait(30)
-            _remove_cgroups(self.cgroup)
+            self.cgroups_left = _remove_cgroups(self.cgroup)
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def _remove_cgroups(name: str) -> None:
-    """The cgroup `name` (runc and conmon made it and its children) in every hierarchy, innermost first."""
-    for top in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
-        tree = top / name.lstrip("/")
-        if not tree.is_dir() or not tree.name.startswith("mpt-img-"):
-            continue
-        for dirpath, _, _ in sorted(os.walk(tree), key=lambda w: -len(w[0])):
-            with contextlib.suppress(OSError):
-                os.rmdir(dirpath)
+def _remove_cgroups(name: str, timeout: float = 10) -> list[str]:
+    """The cgroup `name` (runc and conmon made it and its children) in every hierarchy, innermost first; a process
+    still in it (a conmon on its way out) is killed by PID. Returns what could not be removed within `timeout`."""
+    assert name.startswith("/mpt-img-")
+    deadline = time.monotonic() + timeout
+    while True:
+        left = []
+        for top in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
+            tree = top / name.lstrip("/")
+            if not tree.is_dir():
+                continue
+            for dirpath, _, _ in sorted(os.walk(tree), key=lambda w: -len(w[0])):
+                with contextlib.suppress(OSError, ValueError):
+                    for pid in Path(dirpath, "cgroup.procs").read_text().split():
+                        os.kill(int(pid), signal.SIGKILL)
+                try:
+                    os.rmdir(dirpath)
+                except OSError:
+                    left.append(dirpath)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
 
 
 def _pids_in_mount_ns(mnt: str, exclude: int) -> list[int]:
@@ -353,6 +367,7 @@ def node_host(tmp_path: Path, node: Netns, image: BuiltImage) -> Iterator[NodeHo
         yield h
     finally:
         h.close()
+    assert not h.cgroups_left, f"cgroups left behind: {h.cgroups_left}"
 
 
 def test_the_image_is_small_labelled_and_named_as_the_manifests_say(image: BuiltImage, node_host: NodeHost) -> None:
