@@ -91,3 +91,16 @@ def test_the_daemon_config_finds_the_bundled_delegates_in_the_image() -> None:
     docs = yaml.safe_load_all((REPO / "configs" / "kubernetes" / "daemon-config.yaml").read_text())
     (cm,) = [d for d in docs if d and d["kind"] == "ConfigMap"]
     assert json.loads(cm["data"]["daemon.json"])["binDir"] == os.path.dirname(install.IMAGE_SHIM)
+
+
+def test_the_build_script_builds_this_containerfile_offline() -> None:
+    """scripts/build-image: the wheels go where the venv stage copies them from, the build has no network, and its
+    registry bases are the Containerfile's defaults (the local ones replace them with --build-arg)."""
+    script = (REPO / "scripts" / "build-image").read_text()
+    assert "--wheel-dir build/wheels . pip" in script
+    build = re.search(r"podman_private build (.*?)-f Containerfile", script, re.S)
+    assert build is not None and "--network none" in build.group(1)
+    defaults = dict(re.findall(r"^ARG (BASE|BUILD_BASE)=(\S+)$", CONTAINERFILE.read_text(), re.M))
+    assert f"base_image={defaults['BASE']}" in script and f"build_base_image={defaults['BUILD_BASE']}" in script
+    for arg in ("BASE", "BUILD_BASE", "VERSION", "SOURCE", "REVISION"):
+        assert f"--build-arg {arg}=" in script

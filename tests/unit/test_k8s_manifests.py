@@ -281,3 +281,14 @@ def test_the_uninstall_daemonset_undoes_what_install_wrote() -> None:
     cfg, raw = daemon_config_file(c, args.daemon_config, spec)
     for d in (cfg.spool_dir, raw.get("stateDir", DEFAULT_STATE_DIR)):
         assert on_host_at_same_path(spec, c, d) and writable(c, d), d
+    # with the daemon gone, the conflist left on the node fails every pod ADD (code 11): this pod must need none
+    assert spec["hostNetwork"] is True
+
+
+def test_root_only_where_asked_for() -> None:
+    """The image's default user has no privileges (Containerfile); the containers that write host files or run
+    the delegates ask for uid 0 themselves."""
+    (ds,) = [d for _, d in documents(CONFIGS / "uninstall") if d["kind"] == "DaemonSet"]
+    for spec, name in ((pod_spec(), "daemon"), (pod_spec(), "install"),
+                       (ds["spec"]["template"]["spec"], "uninstall")):
+        assert container(spec, name)["securityContext"]["runAsUser"] == 0, name
