@@ -388,9 +388,11 @@ def test_the_image_is_small_labelled_and_named_as_the_manifests_say(image: Built
     probe = ("for x in gcc cc pip pip3 apt-get; do command -v $x; done; "
              "ls /wheels /root/.cache /var/cache/apt/archives/*.deb 2>/dev/null; "
              "ls /opt/metaplug/lib/python3*/site-packages | grep -i '^pip' ; id -u; "
-             f"test -x {inst.IMAGE_SHIM} && echo shim")
+             f"test -x {inst.IMAGE_SHIM} && echo shim; "
+             # ipMasq / portmap delegates run in the daemon's container
+             "command -v iptables >/dev/null && echo iptables")
     out = node_host.podman("run", "--rm", *node_host.runtime, "--network", "none", image.tag, "sh", "-c", probe)
-    assert out.split() == ["65532", "shim"], out
+    assert out.split() == ["65532", "shim", "iptables"], out
 
 
 def test_install_daemon_and_uninstall_containers_on_a_node(node_host: NodeHost, image: BuiltImage, node: Netns,
