@@ -30,11 +30,11 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from metaplug import plugin
+from metaplug import live, plugin
 from metaplug.cni import files, invoke
-from metaplug.cni.errors import TRY_AGAIN_LATER, CniError
+from metaplug.cni.errors import DECODE_FAILURE, TRY_AGAIN_LATER, CniError
 from metaplug.cni.skel import INTERNAL_ERROR
 from metaplug.cni.version import CURRENT_VERSION
 from metaplug.config import DEFAULT_STATE_DIR
@@ -357,12 +357,30 @@ class Daemon:
                 self.containers.release(container_id)
 
     def _run(self, request: Request) -> Response:
+        if live.OPERATION_VAR in request.env:
+            return self._live_change(request)
         stdin, conf = merged_stdin(self.cfg.defaults, request.stdin)
         self._note(conf)
         # In a copy of the context: the call's log context (log.configure) and its trace context (cni.trace, which
         # dispatch takes from the forwarded TRACEPARENT, TRACESTATE and BAGGAGE for every delegate) end with the call.
         status, out, err = contextvars.copy_context().run(plugin.run, request.env, stdin)
         return Response(status, out.encode(), err.encode())
+
+    def _live_change(self, request: Request) -> Response:
+        """`metaplug attach|detach|set-bandwidth` through the daemon (protocol.py: a live-change request): the same
+        core as in-process, the daemon's config under the request's `conf`, under this container's turn (call)."""
+        try:
+            operation = json.loads(request.stdin)
+            if not isinstance(operation, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            err = CniError(DECODE_FAILURE, "live-change request is not a JSON object", str(exc))
+            return Response(1, json.dumps(err.to_dict(CURRENT_VERSION)).encode(), b"")
+        _, conf = merged_stdin(self.cfg.defaults, json.dumps(operation.get("conf") or {}).encode())
+        self._note(conf)
+        operation["conf"] = conf
+        status, doc = contextvars.copy_context().run(live.answer, cast("live.Operation", operation))
+        return Response(status, json.dumps(doc).encode(), b"")
 
     def _note(self, conf: dict[str, Any]) -> None:
         state_dir = conf.get("stateDir")
