@@ -54,6 +54,7 @@ from metaplug.daemon.spool import Record, Spool
 
 if TYPE_CHECKING:
     from metaplug.daemon.cache import KubeCache
+    from metaplug.daemon.reconciler import PodReconciler
 
 log = logging.getLogger("metaplug.daemon")
 WAITING_FACTOR = 4  # accepted connections (running + waiting) per call slot
@@ -112,6 +113,7 @@ class Daemon:
         self._socket_id: tuple[int, int] | None = None
         self._warned_spool_dirs: set[str] = set()
         self.kube: KubeCache | None = None
+        self.reconciler: PodReconciler | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -184,6 +186,12 @@ class Daemon:
             raise DaemonError(f"kubeconfig {kubeconfig}: {err.msg}: {err.details}") from None
         client.request_observers.append(self.metrics.observe_kube_request)
         source.use_backend(self.kube)
+        if self.kube.pods is not None:  # hot-plug from the pod watch (issue 12.1)
+            from metaplug.daemon.reconciler import PodReconciler
+
+            self.reconciler = PodReconciler(self.kube, self.cfg.defaults, self.state_dirs, self._turn)
+            self.kube.pods.listeners.append(self.reconciler.pod_event)
+            self.reconciler.start()
         self.kube.start()
         log.info("watching Kubernetes", extra={"server": self.kube.creds.server, "node": self.cfg.node_name})
 
@@ -194,6 +202,8 @@ class Daemon:
 
         source.use_backend(None)
         self.kube.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         if self.metrics.observe_kube_request in client.request_observers:
             client.request_observers.remove(self.metrics.observe_kube_request)
 

@@ -156,6 +156,9 @@ class Reflector:
         self._thread = threading.Thread(target=self._run, name=f"metaplug-watch-{resource.name}", daemon=True)
         self._response: httpx.Response | None = None
         self._failures = 0
+        # called with (event type, the stored object before or None, the stored object now) after an ADDED or
+        # MODIFIED event, in the reflector's thread: they must return quickly (the daemon's reconciler queues)
+        self.listeners: list[Callable[[str, Object | None, Object], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -285,7 +288,11 @@ class Reflector:
             raise _Failed(f"watch {self.resource.path}: {obj.get('code')} {obj.get('message')}")
         self.observer.watch_event(self.resource.name, str(kind))
         if kind in ("ADDED", "MODIFIED"):
-            self.store.put(self.resource.trim(obj))
+            trimmed = self.resource.trim(obj)
+            before = self.store.get(*_key(trimmed))
+            self.store.put(trimmed)
+            for listener in self.listeners:
+                listener(str(kind), before, trimmed)
         elif kind == "DELETED":
             self.store.remove(obj)
         elif kind != "BOOKMARK":
