@@ -133,6 +133,19 @@ class PodReconciler:
             self._apply({**base, "operation": "set-bandwidth", "ifname": reshape.ifname,
                          "bandwidth": reshape.bandwidth}, namespace, name, "FailedAddingInterface",
                         f"bandwidth of interface {reshape.ifname}")
+        if not cfg.kubeconfig:  # the core publishes with a kubeconfig; with in-cluster credentials only, here
+            self._publish(key, namespace, name)
+
+    def _publish(self, key: journal.JournalKey, namespace: str, name: str) -> None:
+        from metaplug.k8s.client import KubeClient
+
+        try:
+            body = journal.read(key)
+            if body is not None and "status" in body:
+                KubeClient(self.kube.creds, http=self.kube.http).publish_network_status(namespace, name,
+                                                                                       body["status"])
+        except (CniError, journal.CorruptJournal) as err:
+            log.warning("could not publish network-status", extra={"pod": f"{namespace}/{name}", "error": str(err)})
 
     def _apply(self, operation: Operation, namespace: str, name: str, reason: str, what: str) -> None:
         from metaplug import live
