@@ -237,7 +237,15 @@ class Reflector:
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise _Failed(f"list {self.resource.path}: no items in the answer")
-        self.store.replace(self.resource.trim(i) for i in items if isinstance(i, dict))
+        fresh = [self.resource.trim(i) for i in items if isinstance(i, dict)]
+        before = {key: self.store.get(*key) for key in map(_key, fresh)} if self.listeners and self.synced.is_set() \
+            else {}
+        self.store.replace(fresh)
+        for obj in fresh:  # a relist (410) may carry changes no event told: the listeners hear of them as MODIFIED
+            old = before.get(_key(obj))
+            if old is not None and old != obj:
+                for listener in self.listeners:
+                    listener("MODIFIED", old, obj)
         self.resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "") or None
         self._failures = 0
         self.synced.set()
