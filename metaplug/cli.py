@@ -1,5 +1,5 @@
 """The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `daemon`, `state`, `explain`,
-`doctor`, `install`, `uninstall`, `version` (also `--version`).
+`doctor`, `attach`, `detach`, `set-bandwidth`, `install`, `uninstall`, `version` (also `--version`).
 
 `metaplug` with neither arguments nor CNI_COMMAND prints the help on stdout and, for cni.md duty 1, the one-line
 "about" text with the supported CNI versions on stderr, and exits 0: what a runtime or a person probing the binary
@@ -38,13 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="JSON: metaplug's conflist keys (the defaults of every call) plus socketPath, spoolDir, "
                              "metricsAddress, maxConcurrentCalls")
     sub.add_parser("version", help="print metaplug's version and the CNI versions it supports")
-    from metaplug import explain, inspect_state, install
+    from metaplug import explain, hotplug_cli, inspect_state, install
     from metaplug.doctor import command as doctor
 
     install.add_arguments(sub)
     inspect_state.add_arguments(sub)
     explain.add_arguments(sub)
     doctor.add_arguments(sub)
+    hotplug_cli.add_arguments(sub)
     return parser
 
 

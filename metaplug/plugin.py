@@ -38,9 +38,10 @@ from metaplug.cni.lazylog import LazyLogger
 
 if TYPE_CHECKING:
     from metaplug.attach.plan import Attachment, PodRef
+    from metaplug.attach.resolve import Resolver
     from metaplug.cni.documents import JsonObject, NetConf, Result
     from metaplug.config import MetaplugConfig, Settings
-    from metaplug.journal import JournalRecord
+    from metaplug.journal import AttachmentRecord, JournalRecord
     from metaplug.k8s.source import KubeContext
     from metaplug.merge import NetworkStatusEntry
 
@@ -134,18 +135,22 @@ def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.Jo
         body["result"] = merged
         journal.write(key, body, durable=False)  # the first record, durable, already lists every attachment
     except BaseException as exc:
-        error = exc if isinstance(exc, CniError) else CniError(skel.INTERNAL_ERROR, "internal error during ADD",
-                                                                f"{type(exc).__name__}: {exc}")
-        failures = _rollback(key, env, body)
-        if not failures:
-            raise error from exc
-        log.error("rollback left attachments behind; the runtime's DEL will retry them",
-                  extra={"failures": failures})
-        details = "; ".join(filter(None, [error.details, f"rollback: {'; '.join(failures)}"]))
-        raise CniError(error.code, error.msg, details) from exc
+        raise rolled_back(exc, _rollback(key, env, body), "ADD") from exc
     if kube is not None:
         kube.publish_status(status)
     return reply
+
+
+def rolled_back(exc: BaseException, failures: list[str], verb: str) -> CniError:
+    """The error to return after a rollback (R27): the original one (an unexpected exception as code 199), with the
+    attachments the rollback could not delete named in its details (the runtime's DEL retries them)."""
+    error = exc if isinstance(exc, CniError) else CniError(skel.INTERNAL_ERROR, f"internal error during {verb}",
+                                                            f"{type(exc).__name__}: {exc}")
+    if not failures:
+        return error
+    log.error("rollback left attachments behind; the runtime's DEL will retry them", extra={"failures": failures})
+    details = "; ".join(filter(None, [error.details, f"rollback: {'; '.join(failures)}"]))
+    return CniError(error.code, error.msg, details, plugin=error.plugin)
 
 
 class PlannedAdd(NamedTuple):
@@ -162,22 +167,16 @@ def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, *, dry_run: bool =
     event is posted to the pod for a missing NAD). `for_del`: the plan DEL recomputes after its journal was lost
     (the interfaces exist in the netns, and each attachment's DEL reports its own missing binary)."""
     from metaplug import netns
-    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations, secondary_cni_args
-    from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
+    from metaplug.attach.plan import PlanInputs, build_plan, pod_ref, runtime_annotations
 
     cni_args = parse_cni_args(env.args)
     pod = pod_ref(cni_args)
     runtime_config: JsonObject = conf["runtimeConfig"] if isinstance(conf.get("runtimeConfig"), dict) else {}
     annotations = runtime_annotations(runtime_config)
-    sources: list[NadSource] = []
     kube = _kube_context(cfg, pod, cni_args)
-    if kube is not None:
-        if annotations is None:
-            annotations = kube.pod_annotations()
-        sources.append(kube.nad_source(events=not dry_run))
-    sources.append(LocalNadStore(cfg.conf_dir))
-    resolver = Resolver(cfg.conf_dir, sources, namespace_isolation=cfg.namespace_isolation,
-                        global_namespaces=cfg.global_namespaces)
+    if kube is not None and annotations is None:
+        annotations = kube.pod_annotations()
+    resolver = nad_resolver(cfg, kube, events=not dry_run)
     inputs = PlanInputs(ifname=env.ifname, pod=pod, runtime_config=runtime_config, annotations=annotations,
                         config_networks=_config_networks(conf, cni_args))
     plan = build_plan(cfg, inputs, resolver,
@@ -190,15 +189,31 @@ def plan_add(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, *, dry_run: bool =
         "containerId": env.container_id, "ifname": env.ifname, "network": cfg.meta_network, "netns": env.netns,
         "cniArgs": env.args, "paths": paths, "timeout": cfg.delegate_timeout, "requestVersion": conf["cniVersion"],
         "pod": {"namespace": pod.namespace, "name": pod.name, "uid": pod.uid},
-        "attachments": [
-            {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
-             "cniArgs": env.args if a.cluster else secondary_cni_args(env.args),  # R30
-             "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
-             "state": "planned", "result": None}
-            for a in plan
-        ],
+        "attachments": [attachment_record(a, env.args) for a in plan],
     }
     return PlannedAdd(body, kube)
+
+
+def nad_resolver(cfg: MetaplugConfig, kube: KubeContext | None, *, events: bool = True) -> Resolver:
+    """Where NADs come from (ADD, explain, hot-plug): the API when configured, then `<confDir>/<namespace>/`."""
+    from metaplug.attach.resolve import LocalNadStore, NadSource, Resolver
+
+    sources: list[NadSource] = []
+    if kube is not None:
+        sources.append(kube.nad_source(events=events))
+    sources.append(LocalNadStore(cfg.conf_dir))
+    return Resolver(cfg.conf_dir, sources, namespace_isolation=cfg.namespace_isolation,
+                    global_namespaces=cfg.global_namespaces)
+
+
+def attachment_record(a: Attachment, runtime_cni_args: str) -> AttachmentRecord:
+    """A planned attachment as the journal records it, before its delegate ADD (ADD and hot-plug)."""
+    from metaplug.attach.plan import secondary_cni_args
+
+    return {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
+            "cniArgs": runtime_cni_args if a.cluster else secondary_cni_args(runtime_cni_args),  # R30
+            "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
+            "state": "planned", "result": None}
 
 
 def _find_binaries(plan: list[Attachment], paths: list[str]) -> None:
@@ -225,9 +240,8 @@ def _find_binaries(plan: list[Attachment], paths: list[str]) -> None:
 
 def _finish(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, body: JournalRecord,
             results: list[Result]) -> tuple[Result, list[NetworkStatusEntry]]:
-    """Default route (R13), merged result, network-status (R17-R23)."""
+    """Default route (R13) moved in the namespace, merged result, network-status (R17-R23)."""
     from metaplug import netns
-    from metaplug.merge import AttachmentResult, merge_results, network_status, primary_result
 
     attachments = body["attachments"]
     owner = next((i for i, a in enumerate(attachments) if a["defaultRoute"]), None)
@@ -235,6 +249,18 @@ def _finish(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, body: JournalRecord
         cluster_ifname = attachments[0]["ifname"]
         netns.move_default_route(env.netns, cluster_ifname, attachments[owner]["ifname"],
                                  attachments[owner]["defaultRoute"])
+    return summarize(body, results, conf.get("prevResult"))
+
+
+def summarize(body: JournalRecord, results: list[Result],
+              prev_result: object = None) -> tuple[Result, list[NetworkStatusEntry]]:
+    """The merged result and network-status of the attachments of `body` with their 1.1.0 `results` (the default
+    route's owner, R13, given its routes); sets `primaryResult`. ADD, and hot-plug after every change."""
+    from metaplug.merge import AttachmentResult, merge_results, network_status, primary_result
+
+    attachments = body["attachments"]
+    owner = next((i for i, a in enumerate(attachments) if a["defaultRoute"]), None)
+    if owner is not None:
         results = _reassign_default_routes(results, owner, attachments[owner]["defaultRoute"])
     default_index = owner if owner is not None else 0
     merged_inputs = [
@@ -243,12 +269,11 @@ def _finish(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, body: JournalRecord
         for i, (a, r) in enumerate(zip(attachments, results, strict=True))
     ]
     merged = merge_results(merged_inputs)
-    prev = conf.get("prevResult")
-    if isinstance(prev, dict):  # cni.md 10: metaplug inside a chain carries prevResult forward
+    if isinstance(prev_result, dict):  # cni.md 10: metaplug inside a chain carries prevResult forward
         from metaplug.cni.convert import convert_result
 
-        prior = AttachmentResult(status_name="prevResult", ifname="", result=convert_result(prev, RESULT_VERSION),
-                                 is_default=True, cluster=False)
+        prior = AttachmentResult(status_name="prevResult", ifname="", result=convert_result(prev_result,
+                                 RESULT_VERSION), is_default=True, cluster=False)
         merged = merge_results([prior, *merged_inputs])
     body["primaryResult"] = primary_result(merged_inputs)
     return merged, network_status(merged_inputs)
@@ -399,10 +424,10 @@ def _recomputed_body(env: CniEnv, conf: NetConf) -> JournalRecord:
 
 
 def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecord, *,
-                        keep_lock: bool = False) -> list[str]:
+                        keep_lock: bool = False, only: list[AttachmentRecord] | None = None) -> list[str]:
     """Reverse order, every attachment attempted (R27), whatever one of them raises. Entries leave the journal only
     once their DEL succeeded, except an entry whose ADD never completed: after one failed DEL attempt it is dropped,
-    loudly.
+    loudly. `only`: just these attachments (hot-plug's detach and rollback).
 
     The journal is rewritten once at the end (with what is left), not after every attachment: a crash in between
     leaves the whole record, and the runtime's next DEL deletes again what is already gone, which succeeds
@@ -416,7 +441,7 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
     netns = env.netns if env.netns and ns.is_netns(env.netns) else ""
     paths = journal.delegate_paths(body) or list(env.path)  # a partly readable record may have lost its paths
     timeout = journal.delegate_timeout(body)
-    for attachment in list(reversed(body["attachments"])):
+    for attachment in list(reversed(body["attachments"] if only is None else only)):
         try:
             conflist = load_conflist(attachment["conflist"].encode())
             del_network_list(conflist, journal.runtime_conf(body, attachment, netns), paths,

@@ -66,19 +66,21 @@ class _Runner:
         return convert_result(result, MERGE_VERSION)
 
 
-def run_attachments(key: journal.JournalKey, body: JournalRecord, *, parallel: bool = False) -> list[Result]:
-    """ADD every attachment of `body`; results (1.1.0 shape) in plan order. Stops at the first failure (R27)."""
+def run_attachments(key: journal.JournalKey, body: JournalRecord, *, parallel: bool = False,
+                    start: int = 0) -> list[Result]:
+    """ADD every attachment of `body` from index `start` (hot-plug: only the new ones; the earlier ones are already
+    made); results (1.1.0 shape) in plan order. Stops at the first failure (R27)."""
     runner = _Runner(key, body)
     count = len(body["attachments"])
-    results = [runner.run_one(0)]
-    if not parallel or count <= 2:
-        results.extend(runner.run_one(i) for i in range(1, count))
+    results = [runner.run_one(start)]
+    if not parallel or count - start <= 2:
+        results.extend(runner.run_one(i) for i in range(start + 1, count))
         return results
     import contextvars
     from concurrent.futures import ThreadPoolExecutor
 
-    with ThreadPoolExecutor(max_workers=min(8, count - 1)) as pool:  # each worker logs with this call's context
-        futures = [pool.submit(contextvars.copy_context().run, runner.run_one, i) for i in range(1, count)]
+    with ThreadPoolExecutor(max_workers=min(8, count - start - 1)) as pool:  # each worker logs with this call's context
+        futures = [pool.submit(contextvars.copy_context().run, runner.run_one, i) for i in range(start + 1, count)]
         outcomes: list[Result | BaseException] = []
         for future in futures:
             exc = future.exception()

@@ -130,6 +130,33 @@ class PlanInputs(NamedTuple):
     config_networks: str | None  # args.cni.networks of metaplug's config, or CNI_ARGS METAPLUG_NETWORKS
 
 
+def next_free_ifname(taken: set[str], counter: int = 0) -> tuple[str, int]:
+    """The next unnamed secondary's ifname: `net<N>`, N counting every secondary attachment and skipping names taken
+    (explicit `interface` requests, names already in use). Returns the name and the counter it used."""
+    counter += 1
+    while f"net{counter}" in taken:
+        counter += 1
+    return f"net{counter}", counter
+
+
+def secondary_attachment(resolved: ResolvedNetwork, sel: SelectionElement | None, ifname: str) -> Attachment:
+    """One secondary attachment, as ADD and hot-plug make it: the element's runtimeConfig only (R30), each requested
+    capability declared by some plugin of the list (R7/R8/R11/R12/R14), its cni-args merged in (R10)."""
+    conflist = resolved.conflist
+    caps: dict[str, Any] = {}
+    if sel is not None:
+        caps = sel.runtime_config()
+        missing = sorted(set(caps) - _declared_capabilities(conflist))
+        if missing:
+            raise CniError(INVALID_NETWORK_CONFIG, "network does not support the requested capability",
+                           f"network {sel.index} ({resolved.status_name}): no plugin of "
+                           f"{conflist['name']!r} declares {', '.join(missing)} (R7/R8/R11/R12/R14)")
+        if sel.cni_args:
+            conflist = _merge_cni_args(conflist, sel.cni_args)
+    return Attachment(ifname=ifname, status_name=resolved.status_name, conflist=conflist, capability_args=caps,
+                      default_route=sel.default_route if sel is not None else (), source=resolved.source)
+
+
 def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
                existing_ifnames: Callable[[], set[str]] | None = None) -> list[Attachment]:
     """Every attachment of the ADD, validated, in order."""
@@ -186,28 +213,13 @@ def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,
 
     counter = 0
     for resolved, sel in secondaries:
-        counter += 1
         if sel is not None and sel.interface:
             ifname = sel.interface
+            counter += 1  # explicit names count too: the next unnamed one is still net<its position>
         else:
-            ifname = f"net{counter}"
-            while ifname in taken:
-                counter += 1
-                ifname = f"net{counter}"
+            ifname, counter = next_free_ifname(taken, counter)
             taken.add(ifname)
-        conflist = resolved.conflist
-        caps: dict[str, Any] = {}
-        if sel is not None:
-            caps = sel.runtime_config()
-            missing = sorted(set(caps) - _declared_capabilities(conflist))
-            if missing:
-                raise CniError(INVALID_NETWORK_CONFIG, "network does not support the requested capability",
-                               f"network {sel.index} ({resolved.status_name}): no plugin of "
-                               f"{conflist['name']!r} declares {', '.join(missing)} (R7/R8/R11/R12/R14)")
-            if sel.cni_args:
-                conflist = _merge_cni_args(conflist, sel.cni_args)
-        plan.append(Attachment(ifname, resolved.status_name, conflist, capability_args=caps,
-                               default_route=sel.default_route if sel is not None else (), source=resolved.source))
+        plan.append(secondary_attachment(resolved, sel, ifname))
 
     if existing_ifnames is not None:
         present = existing_ifnames()

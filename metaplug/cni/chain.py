@@ -128,19 +128,21 @@ def add_network_list(
     cache_dir: str | None = None,
     rollback_on_error: bool = False,
     base_env: Mapping[str, str] | None = None,
+    prev_result: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """ADD every plugin in order, each getting the previous result as prevResult; stop at the first error (duty 19).
 
     Returns the final result in the list's cniVersion (a result without cniVersion takes the list's, duty 25; a result
     in another version is converted). With `cache_dir` the result is cached (duty 35). On error the CniError is raised;
     the caller must then DEL the attachment, unless `rollback_on_error` is set, in which case DEL runs here (with the
-    last successful result as prevResult) before the error is re-raised.
+    last successful result as prevResult) before the error is re-raised. `prev_result` is the first plugin's
+    prevResult: running the tail of a list again on a made attachment (a bandwidth change in place).
     """
     conf = load_conflist(conflist)
     validate_container_id(rt.container_id)
     validate_ifname(rt.ifname)
     version = conf["cniVersion"]
-    prev: dict[str, Any] | None = None
+    prev: dict[str, Any] | None = _in_version(prev_result, version) if prev_result is not None else None
     try:
         for plugin in conf["plugins"]:
             result = _call(conf, plugin, "ADD", rt, prev, paths, timeout, base_env)

@@ -30,11 +30,11 @@ import stat
 import threading
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
-from metaplug import plugin
+from metaplug import live, plugin
 from metaplug.cni import files, invoke
-from metaplug.cni.errors import TRY_AGAIN_LATER, CniError
+from metaplug.cni.errors import DECODE_FAILURE, TRY_AGAIN_LATER, CniError
 from metaplug.cni.skel import INTERNAL_ERROR
 from metaplug.cni.version import CURRENT_VERSION
 from metaplug.config import DEFAULT_STATE_DIR
@@ -54,6 +54,7 @@ from metaplug.daemon.spool import Record, Spool
 
 if TYPE_CHECKING:
     from metaplug.daemon.cache import KubeCache
+    from metaplug.daemon.reconciler import PodReconciler
 
 log = logging.getLogger("metaplug.daemon")
 WAITING_FACTOR = 4  # accepted connections (running + waiting) per call slot
@@ -112,6 +113,7 @@ class Daemon:
         self._socket_id: tuple[int, int] | None = None
         self._warned_spool_dirs: set[str] = set()
         self.kube: KubeCache | None = None
+        self.reconciler: PodReconciler | None = None
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -184,6 +186,12 @@ class Daemon:
             raise DaemonError(f"kubeconfig {kubeconfig}: {err.msg}: {err.details}") from None
         client.request_observers.append(self.metrics.observe_kube_request)
         source.use_backend(self.kube)
+        if self.kube.pods is not None:  # hot-plug from the pod watch (issue 12.1)
+            from metaplug.daemon.reconciler import PodReconciler
+
+            self.reconciler = PodReconciler(self.kube, self.cfg.defaults, self.state_dirs, self._turn)
+            self.kube.pods.listeners.append(self.reconciler.pod_event)
+            self.reconciler.start()
         self.kube.start()
         log.info("watching Kubernetes", extra={"server": self.kube.creds.server, "node": self.cfg.node_name})
 
@@ -194,6 +202,8 @@ class Daemon:
 
         source.use_backend(None)
         self.kube.stop()
+        if self.reconciler is not None:
+            self.reconciler.stop()
         if self.metrics.observe_kube_request in client.request_observers:
             client.request_observers.remove(self.metrics.observe_kube_request)
 
@@ -357,12 +367,30 @@ class Daemon:
                 self.containers.release(container_id)
 
     def _run(self, request: Request) -> Response:
+        if live.OPERATION_VAR in request.env:
+            return self._live_change(request)
         stdin, conf = merged_stdin(self.cfg.defaults, request.stdin)
         self._note(conf)
         # In a copy of the context: the call's log context (log.configure) and its trace context (cni.trace, which
         # dispatch takes from the forwarded TRACEPARENT, TRACESTATE and BAGGAGE for every delegate) end with the call.
         status, out, err = contextvars.copy_context().run(plugin.run, request.env, stdin)
         return Response(status, out.encode(), err.encode())
+
+    def _live_change(self, request: Request) -> Response:
+        """`metaplug attach|detach|set-bandwidth` through the daemon (protocol.py: a live-change request): the same
+        core as in-process, the daemon's config under the request's `conf`, under this container's turn (call)."""
+        try:
+            operation = json.loads(request.stdin)
+            if not isinstance(operation, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            err = CniError(DECODE_FAILURE, "live-change request is not a JSON object", str(exc))
+            return Response(1, json.dumps(err.to_dict(CURRENT_VERSION)).encode(), b"")
+        _, conf = merged_stdin(self.cfg.defaults, json.dumps(operation.get("conf") or {}).encode())
+        self._note(conf)
+        operation["conf"] = conf
+        status, doc = contextvars.copy_context().run(live.answer, cast("live.Operation", operation))
+        return Response(status, json.dumps(doc).encode(), b"")
 
     def _note(self, conf: dict[str, Any]) -> None:
         state_dir = conf.get("stateDir")

@@ -156,6 +156,9 @@ class Reflector:
         self._thread = threading.Thread(target=self._run, name=f"metaplug-watch-{resource.name}", daemon=True)
         self._response: httpx.Response | None = None
         self._failures = 0
+        # called with (event type, the stored object before or None, the stored object now) after an ADDED or
+        # MODIFIED event, in the reflector's thread: they must return quickly (the daemon's reconciler queues)
+        self.listeners: list[Callable[[str, Object | None, Object], None]] = []
 
     def start(self) -> None:
         self._thread.start()
@@ -234,7 +237,15 @@ class Reflector:
         items = body.get("items") if isinstance(body, dict) else None
         if not isinstance(items, list):
             raise _Failed(f"list {self.resource.path}: no items in the answer")
-        self.store.replace(self.resource.trim(i) for i in items if isinstance(i, dict))
+        fresh = [self.resource.trim(i) for i in items if isinstance(i, dict)]
+        before = {key: self.store.get(*key) for key in map(_key, fresh)} if self.listeners and self.synced.is_set() \
+            else {}
+        self.store.replace(fresh)
+        for obj in fresh:  # a relist (410) may carry changes no event told: the listeners hear of them as MODIFIED
+            old = before.get(_key(obj))
+            if old is not None and old != obj:
+                for listener in self.listeners:
+                    listener("MODIFIED", old, obj)
         self.resource_version = str((body.get("metadata") or {}).get("resourceVersion") or "") or None
         self._failures = 0
         self.synced.set()
@@ -285,7 +296,11 @@ class Reflector:
             raise _Failed(f"watch {self.resource.path}: {obj.get('code')} {obj.get('message')}")
         self.observer.watch_event(self.resource.name, str(kind))
         if kind in ("ADDED", "MODIFIED"):
-            self.store.put(self.resource.trim(obj))
+            trimmed = self.resource.trim(obj)
+            before = self.store.get(*_key(trimmed))
+            self.store.put(trimmed)
+            for listener in self.listeners:
+                listener(str(kind), before, trimmed)
         elif kind == "DELETED":
             self.store.remove(obj)
         elif kind != "BOOKMARK":

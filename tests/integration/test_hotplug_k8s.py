@@ -1,0 +1,71 @@
+"""Hot-plug from the daemon's pod watch (issue 12.1): the `k8s.v1.cni.cncf.io/networks` annotation of a running pod
+changes in the API simulator, and the daemon attaches and detaches to match, publishes network-status equal to the
+journal, and posts FailedAddingInterface for an element it cannot attach; the pod's DEL then removes everything."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from tests.helpers.kube_sim import KubeSim
+from tests.helpers.metaplug_env import MetaplugWorld
+from tests.helpers.netns import Netns
+from tests.integration.test_daemon import wait_for
+from tests.integration.test_daemon_k8s import UID, args, red, sim, start
+from tests.integration.test_hotplug import journal_body
+
+__all__ = ["sim"]  # the fixture
+NETWORKS = "k8s.v1.cni.cncf.io/networks"
+STATUS = "k8s.v1.cni.cncf.io/network-status"
+
+
+def annotate(sim: KubeSim, networks: Any) -> None:
+    """Change the pod's networks annotation, keeping its other annotations (as `kubectl annotate` does)."""
+    annotations = {**sim.annotations("default", "web"), NETWORKS: json.dumps(networks)}
+    sim.add_pod("default", "web", uid=UID, annotations=annotations)
+
+
+def interfaces(world: MetaplugWorld, sim: KubeSim) -> list[str] | None:
+    """The pod's interfaces per the published network-status, when it equals the journal's; else None."""
+    published = sim.annotations("default", "web").get(STATUS)
+    if published is None or json.loads(published) != journal_body(world)["status"]:
+        return None
+    return [entry["interface"] for entry in json.loads(published)]
+
+
+def test_annotation_changes_are_applied_to_the_running_pod(world: MetaplugWorld, sim: KubeSim, pod: Netns) -> None:
+    sim.add_nad("default", "red", red(world))
+    sim.add_nad("default", "green", red(world, "10.98.0.0/24", "mpgreen0", "green"))
+    sim.add_nad("default", "blue", json.dumps(world.macvlan_static_net("blue")))
+    sim.add_pod("default", "web", uid=UID, annotations={NETWORKS: json.dumps(
+        [{"name": "blue", "interface": "blue0", "ips": ["192.168.77.10/24"]}, {"name": "red"}])})
+    daemon, conf = start(world, sim)
+    add = world.call("ADD", conf, pod=pod, args=args())
+    assert add.code == 0, add.stdout + add.stderr
+    assert interfaces(world, sim) == ["eth0", "blue0", "net2"]
+
+    # blue (attached at creation) is no longer requested, green is new and unnamed: the next free net<N>
+    annotate(sim, [{"name": "red"}, {"name": "green"}])
+    wait_for(lambda: interfaces(world, sim) == ["eth0", "net2", "net1"], what="blue0 detached, green attached")
+    assert not pod.has_link("blue0") and pod.addresses("net1") == ["10.98.0.2/24"]
+    assert pod.addresses("eth0") == ["10.88.0.2/24"] and pod.addresses("net2") == ["10.99.0.2/24"]
+
+    # an element that cannot be attached: an event naming it, the others as they were
+    annotate(sim, [{"name": "red"}, {"name": "green"}, {"name": "nosuch"}])
+    wait_for(lambda: any(e.get("reason") == "FailedAddingInterface" for e in sim.events), what="the event")
+    (event,) = [e for e in sim.events if e.get("reason") == "FailedAddingInterface"]
+    assert "default/nosuch" in event["message"] and event["type"] == "Warning", event
+    assert interfaces(world, sim) == ["eth0", "net2", "net1"]
+
+    # a changed interface is a detach and an attach
+    annotate(sim, [{"name": "red", "interface": "r9"}, {"name": "green"}])
+    wait_for(lambda: interfaces(world, sim) == ["eth0", "net1", "r9"], what="red moved to r9")
+    assert not pod.has_link("net2") and pod.addresses("r9") == ["10.99.0.3/24"]
+    check = world.call("CHECK", conf, pod=pod, args=args())
+    assert check.code == 0, check.stdout + check.stderr
+
+    delete = world.call("DEL", conf, pod=pod, args=args())
+    assert delete.code == 0, delete.stdout
+    assert [name for name in pod.links() if name != "lo"] == []
+    assert world.reservations() == [] and world.state_files() == []
+    assert "reconciling a pod failed" not in daemon.log()

@@ -1,0 +1,71 @@
+"""reconcile.diff: a pod's requested elements against its journal (issue 12.1), pure."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from metaplug.attach.annotations import parse_networks_annotation
+from metaplug.reconcile import Reshape, diff, fixed_count
+
+
+def record(ifname: str, network: str, caps: dict[str, Any] | None = None, cluster: bool = False) -> dict[str, Any]:
+    return {"ifname": ifname, "network": network, "cluster": cluster, "defaultRoute": [], "conflist": "{}",
+            "capabilityArgs": caps or {}, "state": "added", "result": {}}
+
+
+def elements(value: Any) -> list[Any]:
+    return parse_networks_annotation(value if isinstance(value, str) else json.dumps(value), "default")
+
+
+CLUSTER = record("eth0", "cluster", cluster=True)
+
+
+def test_unchanged_request_changes_nothing() -> None:
+    journal = [CLUSTER, record("blue0", "default/blue", {"ips": ["10.1.0.5/24"]}), record("net2", "default/red")]
+    changes = diff(elements([{"name": "blue", "interface": "blue0", "ips": ["10.1.0.5/24"]}, {"name": "red"}]),
+                   journal, 1)
+    assert not changes and changes.detach == [] and changes.attach == []
+
+
+def test_new_and_removed_elements() -> None:
+    journal = [CLUSTER, record("net1", "default/red"), record("net2", "default/green")]
+    changes = diff(elements("red,other/blue@b0,default/green"), journal, 1)
+    assert changes.detach == [] and [(e.namespace, e.name, e.interface) for e in changes.attach] == [
+        ("other", "blue", "b0")]
+    changes = diff(elements("green"), journal, 1)  # red is no longer requested, whether hot-plugged or not
+    assert changes.detach == ["net1"] and changes.attach == []
+    changes = diff([], journal, 1)
+    assert changes.detach == ["net2", "net1"]  # reverse journal order
+
+
+def test_the_cluster_network_and_fixed_attachments_are_never_detached() -> None:
+    journal = [CLUSTER, record("net1", "kube-system/defaultnet"), record("net2", "default/red"),
+               record("net3", "aux-chain")]
+    assert diff([], journal, fixed_count(default_networks=1, static_delegates=0, system_pod=False)).detach == ["net2"]
+    assert fixed_count(1, 3, system_pod=True) == 3
+
+
+def test_changed_ips_mac_or_interface_is_detach_then_attach() -> None:
+    journal = [CLUSTER, record("blue0", "default/blue", {"ips": ["10.1.0.5/24"]})]
+    changes = diff(elements([{"name": "blue", "interface": "blue0", "ips": ["10.1.0.6/24"]}]), journal, 1)
+    assert changes.detach == ["blue0"] and [e.ips for e in changes.attach] == [("10.1.0.6/24",)]
+    changes = diff(elements([{"name": "blue", "interface": "blue1", "ips": ["10.1.0.5/24"]}]), journal, 1)
+    assert changes.detach == ["blue0"] and [e.interface for e in changes.attach] == ["blue1"]
+
+
+def test_changed_bandwidth_is_in_place() -> None:
+    old = {"bandwidth": {"ingressRate": 1000, "ingressBurst": 100}}
+    journal = [CLUSTER, record("net1", "default/shaped", old)]
+    new = {"ingressRate": 5000, "ingressBurst": 100}
+    changes = diff(elements([{"name": "shaped", "bandwidth": new}]), journal, 1)
+    assert changes.detach == [] and changes.attach == [] and changes.reshape == [Reshape("net1", new)]
+
+
+def test_same_nad_twice_matches_in_order_and_explicit_names_first() -> None:
+    journal = [CLUSTER, record("net1", "default/red"), record("r2", "default/red")]
+    assert not diff(elements("red,red@r2"), journal, 1)
+    changes = diff(elements("red@r2"), journal, 1)
+    assert changes.detach == ["net1"] and changes.attach == []
+    changes = diff(elements("red,red,red"), journal, 1)
+    assert changes.detach == [] and len(changes.attach) == 1
