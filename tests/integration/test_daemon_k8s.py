@@ -237,6 +237,9 @@ def test_a_dropped_watch_resumes_from_its_resource_version_and_410_relists(world
     sim.drop_watches()
     sim.watches_paused = False
     wait_for(lambda: len(lists(sim, NADS)) == 2, timeout=10, what="the NADs to be relisted")
+    # the pods' resourceVersion is compacted too: only a change made after their relist arrives as MODIFIED
+    wait_for(lambda: len(lists(sim, "pods")) == 2 and sim.watches_open == 2, timeout=10,
+             what="the pods to be relisted and both watches open again")
     wait_for(lambda: sample(daemon, "metaplug_kube_cache_objects", resource=NADS) == 2,
              timeout=10, what="the relisted NADs")
     assert metric(daemon.http("/metrics")[1], "metaplug_kube_watch_restarts_total", resource=NADS,
