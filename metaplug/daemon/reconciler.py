@@ -9,6 +9,9 @@ leave the annotation as it was, so they queue nothing). One worker thread then, 
 then bandwidth changes in place. A failing element is rolled back by the core and leaves the others as they are; it
 posts a `FailedAddingInterface` or `FailedRemovingInterface` event naming it, and is tried again only on a later
 change of the annotation. network-status is published after every change (hotplug.py).
+
+A change made while the daemon was down reaches no watch: so once the pod cache has first synced, every cached pod is
+reconciled once (a pod whose journal already matches its annotation gives an empty diff and is left alone).
 """
 
 from __future__ import annotations
@@ -47,11 +50,13 @@ class PodReconciler:
         self.turn = turn
         self.pending: queue.Queue[Pod | None] = queue.Queue()
         self._thread = threading.Thread(target=self._work, name="metaplug-reconciler", daemon=True)
+        self._stopped = threading.Event()
 
     def start(self) -> None:
         self._thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
+        self._stopped.set()
         self.pending.put(None)
         self._thread.join(timeout)
 
@@ -60,7 +65,19 @@ class PodReconciler:
         if kind == "MODIFIED" and before is not None and _networks(before) != _networks(now):
             self.pending.put(now)
 
+    def _resync(self) -> None:
+        """Queue every pod of the first sync (changes made while no daemon was watching)."""
+        pods = self.kube.pods
+        if pods is None:
+            return
+        while not pods.synced.wait(0.5):
+            if self._stopped.is_set():
+                return
+        for pod in pods.store.values():
+            self.pending.put(pod)
+
     def _work(self) -> None:
+        self._resync()
         while True:
             pod = self.pending.get()
             if pod is None:

@@ -121,6 +121,10 @@ class Store:
         with self._lock:
             self._objects.pop(_key(obj), None)
 
+    def values(self) -> list[Object]:
+        with self._lock:
+            return list(self._objects.values())
+
     def __len__(self) -> int:
         return len(self._objects)
 

@@ -69,3 +69,28 @@ def test_annotation_changes_are_applied_to_the_running_pod(world: MetaplugWorld,
     assert [name for name in pod.links() if name != "lo"] == []
     assert world.reservations() == [] and world.state_files() == []
     assert "reconciling a pod failed" not in daemon.log()
+
+
+def test_a_change_made_while_the_daemon_was_down_is_applied_once_it_is_back(world: MetaplugWorld, sim: KubeSim,
+                                                                             pod: Netns) -> None:
+    """No watch sees what changed while no daemon ran: after its first sync, the daemon reconciles every cached pod
+    (and leaves alone those whose journal already matches)."""
+    sim.add_nad("default", "red", red(world))
+    sim.add_nad("default", "green", red(world, "10.98.0.0/24", "mpgreen0", "green"))
+    sim.add_pod("default", "web", uid=UID, annotations={NETWORKS: json.dumps([{"name": "red"}])})
+    _, conf = start(world, sim)
+    add = world.call("ADD", conf, pod=pod, args=args())
+    assert add.code == 0, add.stdout + add.stderr
+    assert interfaces(world, sim) == ["eth0", "net1"]
+
+    world.stop_daemon()
+    annotate(sim, [{"name": "red"}, {"name": "green"}])  # nobody is watching
+    daemon, _ = start(world, sim)
+    wait_for(lambda: interfaces(world, sim) == ["eth0", "net1", "net2"], what="green attached after the restart")
+    assert pod.addresses("net1") == ["10.99.0.2/24"] and pod.addresses("net2") == ["10.98.0.2/24"]
+
+    delete = world.call("DEL", conf, pod=pod, args=args())
+    assert delete.code == 0, delete.stdout
+    assert [name for name in pod.links() if name != "lo"] == []
+    assert world.reservations() == [] and world.state_files() == []
+    assert "reconciling a pod failed" not in daemon.log()
