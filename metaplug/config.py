@@ -74,6 +74,13 @@ def _string(raw: dict[str, Any], keys: tuple[str, ...], default: str) -> str:
     return default
 
 
+def _multus_cache_dir(raw: dict[str, Any]) -> str:
+    """Multus's cniDir for DEL, CHECK and GC; "" (no Multus cache looked at) for a value ADD would refuse: a DEL must
+    not fail over a key it only reads to find what Multus attached."""
+    value = raw.get("cniDir", MULTUS_CACHE_DIR)
+    return value if isinstance(value, str) and value and not text_problem(value) else ""
+
+
 def _reject_conflist(raw: dict[str, Any]) -> None:
     """metaplug gets ONE plugin's configuration on stdin (the runtime injects `name` and `cniVersion` into it); a
     whole network configuration list there means metaplug was run by hand, or wrapped in something that passes
@@ -141,6 +148,7 @@ class Settings(NamedTuple):
     log_to_stderr: bool = True
     log_rotation: LogRotation | None = None
     multus_differences: tuple[str, ...] = ()
+    multus_cache_dir: str = MULTUS_CACHE_DIR  # Multus's cniDir ("" when unusable): pods Multus attached (issue 10.4)
 
     @classmethod
     def from_raw(cls, raw: dict[str, Any]) -> Settings:
@@ -160,6 +168,7 @@ class Settings(NamedTuple):
             log_to_stderr=raw.get("logToStderr") is not False,
             log_rotation=_log_rotation(raw),
             multus_differences=multus_differences(raw),
+            multus_cache_dir=_multus_cache_dir(raw),
         )
 
 
@@ -190,8 +199,8 @@ FIELDS: tuple[Field, ...] = (
     Field("delegates", ("delegates",), "objects", factory=list),
     Field("default_networks", ("defaultNetworks",), "str list", factory=list),
     Field("conf_dir", ("confDir",), "str", DEFAULT_CONF_DIR),
-    # Multus's data directory (its scratch copies of the delegates, libcni's result cache), not a confDir: accepted
-    # and kept, never read or written (metaplug records what it made in stateDir).
+    # Multus's data directory (its scratch copies of the delegates, libcni's result cache), not a confDir: read only
+    # to DEL, CHECK and GC the pods Multus attached before the node switched (metaplug.multus_cache), never written.
     Field("multus_cache_dir", ("cniDir",), "str", MULTUS_CACHE_DIR),
     Field("bin_dir", ("binDir",), "str", DEFAULT_BIN_DIR),
     Field("state_dir", ("stateDir",), "str", DEFAULT_STATE_DIR),
@@ -337,7 +346,7 @@ class MetaplugConfig:
         """The lean view of the same values (what DEL, CHECK and GC read)."""
         return Settings(self.meta_network, self.state_dir, self.bin_dir, self.log_level, self.log_file,
                         self.delegate_timeout, self.log_to_stderr, _log_rotation({"logOptions": self.log_options}),
-                        multus_differences(self._raw))
+                        multus_differences(self._raw), self.multus_cache_dir)
 
     def __repr__(self) -> str:
         return f"MetaplugConfig({self.__dict__!r})"

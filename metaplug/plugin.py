@@ -352,6 +352,8 @@ def _rollback(key: journal.JournalKey, env: CniEnv, body: JournalRecord) -> list
 def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     settings = _journal_verb_setup(env, conf)
     key = journal.JournalKey(settings.state_dir, env.container_id, settings.meta_network, env.ifname)
+    if _deleted_as_multus_did(env, conf, settings, key):
+        return None
     failures: list[CniError] = []
     # The runtime's prevResult says an ADD succeeded: look even when nothing of it is left in stateDir.
     added = isinstance(conf.get("prevResult"), dict)
@@ -375,6 +377,19 @@ def cmd_del(env: CniEnv, conf: NetConf, raw: bytes) -> None:
     if failures:
         raise CniError(DEL_INCOMPLETE, "DEL: could not delete every attachment", "; ".join(map(str, failures)))
     return None
+
+
+def _deleted_as_multus_did(env: CniEnv, conf: NetConf, settings: Settings, key: journal.JournalKey) -> bool:
+    """Issue 10.4: a container Multus attached before this node switched to metaplug (an entry in Multus's cniDir,
+    no journal of ours) is deleted from Multus's cache, as Multus's DEL would. One stat when there is no entry."""
+    from metaplug import multus_cache
+
+    if not multus_cache.has_entry(settings.multus_cache_dir, env.container_id):
+        return False
+    with journal.locked(key):  # cni.md 23; released before any fallback locks it again
+        if journal.exists(key) or journal.recorded_under_other_names(key):
+            return False  # ours: the journal decides
+        return multus_cache.delete(env, conf, settings, _paths(settings.bin_dir, env))
 
 
 def _delete_recorded(key: journal.JournalKey, env: CniEnv, *, reason: str, keep_lock: bool = False,
@@ -522,6 +537,10 @@ def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
                                f"container {env.container_id} ifname {env.ifname} was added as network "
                                f"{', '.join(map(repr, renamed))}; the configuration's name is now "
                                f"{settings.meta_network!r} (changed since ADD; DEL still removes it)")
+            from metaplug import multus_cache
+
+            if multus_cache.check(env, conf, settings, _paths(settings.bin_dir, env)):
+                return None  # issue 10.4: a container Multus attached, checked from Multus's cache
             raise CniError(UNKNOWN_CONTAINER, "no attachments recorded for this container",
                            f"container {env.container_id} ifname {env.ifname} in {settings.state_dir}")
         from metaplug import netns
@@ -620,6 +639,10 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
                              reason="GC")
         except Exception as exc:
             errors.append(f"{cid}/{body.get('ifname')}: {exc if isinstance(exc, CniError) else repr(exc)}")
+    from metaplug import multus_cache
+
+    for name, valid_one in multus_cache.attached(settings.multus_cache_dir):  # issue 10.4: Multus's pods stay
+        delegate_valid.setdefault(name, []).append(valid_one)
     for name, (conflist, paths) in sorted(conflists.items()):
         try:
             gc_network_list(conflist, _paths(settings.bin_dir, env) if env.path else paths,
