@@ -55,11 +55,15 @@ def _attach_as_multus(world: MetaplugWorld, pod: Netns, delegates: list[MultusDe
 
 
 def _log(world: MetaplugWorld) -> list[dict[str, Any]]:
+    """metaplug's log lines: the call's logFile, or in daemon mode the daemon's own log."""
     path = world.tmp / "metaplug.log"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    if world.daemon is not None:
+        lines += world.daemon.log().splitlines()
+    return [json.loads(line) for line in lines if line.startswith("{")]
 
 
-def test_del_removes_every_delegate_multus_attached(world: MetaplugWorld, pod: Netns) -> None:
+def test_del_removes_every_delegate_multus_attached(world: MetaplugWorld, pod: Netns, mode: str) -> None:
     results = _attach_as_multus(world, pod, _pod_delegates(world))
     assert {"eth0", "net1", "green0"} <= set(pod.links())
     assert world.reservations() == ["blue/10.80.0.2", "cluster/10.88.0.2", "green/10.81.0.2"]
