@@ -221,10 +221,11 @@ def capability_args(rc: Mapping[str, Any], delegate: MultusDelegate, *, master: 
     return {k: v for k, v in merged.items() if v}
 
 
-def delegate_calls(delegates: Sequence[MultusDelegate], env: CniEnv, conf: Mapping[str, Any],
-                   netns: str) -> list[DelegateCall]:
-    """Every delegate call of Multus's DEL (and CHECK) for this container, in attachment order."""
-    args = multus_cni_args(env.args)
+def delegate_calls(delegates: Sequence[MultusDelegate], env: CniEnv, conf: Mapping[str, Any], netns: str,
+                   cni_args: list[tuple[str, str]] | None = None) -> list[DelegateCall]:
+    """Every delegate call of Multus's DEL (and CHECK) for this container, in attachment order. `cni_args`: the
+    CNI_ARGS Multus used at ADD (GC, which has no runtime's), else they are built from the runtime's."""
+    args = cni_args if cni_args is not None else multus_cni_args(env.args)
     rc = runtime_config(conf)
     calls = []
     for index, delegate in enumerate(delegates):
@@ -248,19 +249,20 @@ def _load(env: CniEnv, conf: Mapping[str, Any], settings: Settings, verb: str) -
         return None
 
 
-def delete(env: CniEnv, conf: Mapping[str, Any], settings: Settings, paths: list[str]) -> bool:
+def delete(env: CniEnv, conf: Mapping[str, Any], settings: Settings, paths: list[str], *,
+           cni_args: list[tuple[str, str]] | None = None, reason: str = "DEL") -> bool:
     """DEL what Multus attached to this container, from its cache entry, as Multus's DEL would (the caller holds the
     container's lock and has no journal for it). False when there is no usable entry. Every delegate is attempted
     (R27); the entry goes only when every one succeeded, else code 104 and the runtime's next DEL retries
     (cni.md 11). Each delegate's libcni result (its prevResult, cni.md 20) goes with its successful DEL."""
     from metaplug.cni.chain import del_network_list
 
-    delegates = _load(env, conf, settings, "DEL")
+    delegates = _load(env, conf, settings, reason)
     if delegates is None:
         return False
     # cni.md 11: CNI_NETNS is optional on DEL; a path that is no longer a namespace is not handed to the delegates.
     netns = env.netns if env.netns and ns.is_netns(env.netns) else ""
-    calls = delegate_calls(delegates, env, conf, netns)
+    calls = delegate_calls(delegates, env, conf, netns, cni_args)
     failures = []
     for call in reversed(calls):  # Multus's delPlugins: last delegate first
         try:
@@ -275,17 +277,17 @@ def delete(env: CniEnv, conf: Mapping[str, Any], settings: Settings, paths: list
                 os.unlink(device_info)
     path = entry_path(settings.multus_cache_dir, env.container_id)
     if failures:
-        raise CniError(DEL_INCOMPLETE, "DEL of what Multus attached: could not delete every delegate",
+        raise CniError(DEL_INCOMPLETE, f"{reason} of what Multus attached: could not delete every delegate",
                        "; ".join(failures) + f" ({path} kept: the next DEL retries)")
     try:
         os.unlink(path)
     except FileNotFoundError:
         pass
     except OSError as exc:
-        raise CniError(DEL_INCOMPLETE, "DEL of what Multus attached: cannot remove its cache entry",
+        raise CniError(DEL_INCOMPLETE, f"{reason} of what Multus attached: cannot remove its cache entry",
                        f"{path}: {exc}") from None
     log.warning("migration from Multus: deleted a container that Multus attached, from its cache entry",
-                extra={"multus_cache": path, "delegates": [c.describe() for c in calls]})
+                extra={"multus_cache": path, "delegates": [c.describe() for c in calls], "reason": reason})
     return True
 
 
@@ -328,3 +330,51 @@ def attached(cni_dir: str) -> list[tuple[str, dict[str, str]]]:
         return []
     return [(entry["networkName"], {"containerID": entry["containerId"], "ifname": entry["ifName"]})
             for entry in cache.list_cache(cni_dir) if isinstance(entry.get("networkName"), str)]
+
+
+def collect_stale(conf: Mapping[str, Any], settings: Settings, valid: set[tuple[str, str]],
+                  paths: list[str]) -> list[str]:
+    """GC (cni.md 14): DEL every container Multus attached that no valid attachment names (by container ID: Multus's
+    entry records no network of the runtime's), as its DEL would, under the container's lock; what is ours (a
+    journal) is left to the journal. The cluster network's libcni result gives what GC lacks: the container's
+    CNI_IFNAME, netns and CNI_ARGS at ADD. Returns the failures; an entry without that result is left (warning)."""
+    from metaplug import journal
+    from metaplug.cni import cache
+    from metaplug.cni.env import CONTAINER_ID_RE, CniEnv
+
+    cni_dir = settings.multus_cache_dir
+    try:
+        names = sorted(os.listdir(cni_dir)) if cni_dir else []
+    except OSError:
+        return []
+    live = {cid for cid, _ in valid}
+    stale = [n for n in names if n not in live and CONTAINER_ID_RE.fullmatch(n)
+             and os.path.isfile(entry_path(cni_dir, n))]
+    results = cache.list_cache(cni_dir) if stale else []
+    failures: list[str] = []
+    for cid in stale:
+        try:
+            delegates = read_entry(cni_dir, cid, str(conf.get("cniVersion") or ""))
+        except CorruptEntry as bad:
+            log.error("GC: Multus's cache entry of a stale container is unusable; left in place",
+                      extra={"multus_cache": str(bad)})
+            continue
+        cluster = str(delegates[0].config.get("name")) if delegates else ""
+        added = next((e for e in results if e["containerId"] == cid and e.get("networkName") == cluster), None)
+        if added is None:
+            log.warning("GC: a stale container Multus attached has no cached result of its cluster network, so its "
+                        "CNI_IFNAME is unknown; left for the runtime's DEL",
+                        extra={"multus_cache": entry_path(cni_dir, cid), "cluster_network": cluster})
+            continue
+        recorded = added.get("netns")
+        netns = recorded if isinstance(recorded, str) else ""
+        args = [(str(p[0]), str(p[1])) for p in added.get("cniArgs") or [] if isinstance(p, list) and len(p) == 2]
+        env = CniEnv(command="DEL", container_id=cid, netns=netns, ifname=added["ifName"])
+        key = journal.JournalKey(settings.state_dir, cid, settings.meta_network, env.ifname)
+        try:
+            with journal.locked(key):
+                if not journal.exists(key):
+                    delete(env, conf, settings, paths, cni_args=args, reason="GC")
+        except Exception as exc:  # one container's failure never stops the others (cni.md 14)
+            failures.append(f"{cid} (attached by Multus): {exc if isinstance(exc, CniError) else repr(exc)}")
+    return failures

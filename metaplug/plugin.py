@@ -639,9 +639,10 @@ def cmd_gc(env: CniEnv, conf: NetConf, raw: bytes) -> None:
                              reason="GC")
         except Exception as exc:
             errors.append(f"{cid}/{body.get('ifname')}: {exc if isinstance(exc, CniError) else repr(exc)}")
-    from metaplug import multus_cache
+    from metaplug import multus_cache  # issue 10.4: the pods Multus attached, stale ones collected, the others kept
 
-    for name, valid_one in multus_cache.attached(settings.multus_cache_dir):  # issue 10.4: Multus's pods stay
+    errors += multus_cache.collect_stale(conf, settings, valid, _paths(settings.bin_dir, env))
+    for name, valid_one in multus_cache.attached(settings.multus_cache_dir):
         delegate_valid.setdefault(name, []).append(valid_one)
     for name, (conflist, paths) in sorted(conflists.items()):
         try:

@@ -170,29 +170,36 @@ def test_check_runs_every_delegate_multus_attached(world: MetaplugWorld, pod: Ne
     assert set(pod.links()) == {"lo"} and world.reservations() == []
 
 
-def test_gc_keeps_what_multus_attached(world: MetaplugWorld, netns_factory: NetnsFactory) -> None:
+def test_gc_keeps_what_multus_attached_and_collects_what_is_stale(world: MetaplugWorld,
+                                                                  netns_factory: NetnsFactory) -> None:
     """GC forwards every attachment of Multus's result cache as valid to a network metaplug also uses, so a shared
-    IPAM keeps the Multus pod's address (cni.md 14), as Multus's own GC does."""
+    IPAM keeps a live Multus pod's address (as Multus's own GC does); a Multus pod that no valid attachment names is
+    deleted as its DEL would be, with the CNI_IFNAME, netns and CNI_ARGS of its cached result (cni.md 14)."""
     if not (VENV_BIN / "mp-host-local").exists():
         pytest.skip("bundled delegates not installed")
     world.plugins = {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local",
                      "static": "mp-static"}
     cluster = world.bridge_net("cluster", "10.88.0.0/24", "mmcl0", version="1.1.0")
-    old_pod, new_pod = netns_factory.new("pod"), netns_factory.new("pod")
+    blue = world.macvlan_hostlocal_net("blue", "10.80.0.0/24", version="1.1.0")
+    old_pod, gone_pod, new_pod = (netns_factory.new("pod") for _ in range(3))
     _attach_as_multus(world, old_pod, [MultusDelegate("cluster", cluster)], container_id="old")
+    _attach_as_multus(world, gone_pod, [MultusDelegate("cluster", cluster), MultusDelegate("default/blue", blue)],
+                      container_id="gone")
     conf = _multus_conf(world, delegates=[cluster], cniVersion="1.1.0")
     assert world.call("ADD", conf, pod=new_pod, container_id="new").code == 0
-    assert world.reservations() == ["cluster/10.88.0.2", "cluster/10.88.0.3"]
+    assert world.reservations() == ["blue/10.80.0.2", "cluster/10.88.0.2", "cluster/10.88.0.3", "cluster/10.88.0.4"]
     gc = dict(conf, **{"cni.dev/valid-attachments": [{"containerID": "new", "ifname": "eth0"},
                                                     {"containerID": "old", "ifname": "eth0"}]})
     result = world.call("GC", gc)
     assert result.code == 0, result.stdout + result.stderr
-    assert world.reservations() == ["cluster/10.88.0.2", "cluster/10.88.0.3"]
+    assert world.reservations() == ["cluster/10.88.0.2", "cluster/10.88.0.4"]  # old's and new's
+    assert set(gone_pod.links()) == {"lo"} and not (_cni_dir(world) / "gone").exists()
+    assert old_pod.has_link("eth0") and new_pod.has_link("eth0")
     for cid, p in (("old", old_pod), ("new", new_pod)):
         assert world.call("DEL", conf, pod=p, container_id=cid).code == 0
         assert set(p.links()) == {"lo"}
     assert world.reservations() == [] and world.state_files() == []
-    assert not (_cni_dir(world) / "old").exists()
+    assert sorted(p.name for p in _cni_dir(world).rglob("*")) == ["results"]
 
 
 def test_entry_written_as_multus_does(tmp_path: Path) -> None:
