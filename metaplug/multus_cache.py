@@ -69,7 +69,7 @@ class MultusDelegate(NamedTuple):
     """One delegate of a Multus cache entry, as Multus's CmdDel reloads it."""
 
     name: str  # Multus's delegate Name: "<namespace>/<nad>", or the conf's name
-    config: dict[str, Any]  # the delegate's config (its `Bytes`); a conflist's cniVersion already filled as Multus does
+    conflist: dict[str, Any]  # its `Bytes`, checked by cni.chain.load_conflist; cniVersion filled as CmdDel does
     ifname_request: str
     ip_request: list[str] | None
     mac_request: str
@@ -88,12 +88,8 @@ class DelegateCall(NamedTuple):
 
 
 def entry_path(cni_dir: str, container_id: str) -> str:
+    """Multus's saveScratchNetConf: `<cniDir>/<containerID>` (plugin.cmd_del checks it before importing this)."""
     return os.path.join(cni_dir, container_id)
-
-
-def has_entry(cni_dir: str, container_id: str) -> bool:
-    """One stat: whether Multus left an entry for this container (the lean DEL path pays nothing more)."""
-    return bool(cni_dir) and os.path.lexists(entry_path(cni_dir, container_id))
 
 
 def read_entry(cni_dir: str, container_id: str, multus_version: str) -> list[MultusDelegate] | None:
@@ -133,11 +129,17 @@ def _delegate(path: str, index: int, item: Any, multus_version: str) -> MultusDe
     if is_list and multus_version and not conf_list.get("cniVersion"):
         # CmdDel: a cached conflist whose ConfList has no cniVersion gets Multus's own (InjectCNIVersionInConfList)
         config = {**config, "cniVersion": multus_version}
+    from metaplug.cni.chain import load_conflist
+
+    try:  # what libcni's ConfFromBytes / ConfListFromBytes would refuse: Multus's DEL of it fails on every retry
+        conflist = load_conflist(config)  # a single conf wrapped as libcni does (its own name and cniVersion)
+    except CniError as err:
+        raise CorruptEntry(f"{where}: not a usable network configuration ({err})") from None
     name = item.get("Name")
     ips = item.get("ipRequest")
     return MultusDelegate(
-        name=name if isinstance(name, str) and name else str(config.get("name", f"delegate {index}")),
-        config=config,
+        name=name if isinstance(name, str) and name else str(conflist["name"]),
+        conflist=conflist,
         ifname_request=_text(item.get("ifnameRequest")),
         ip_request=[str(ip) for ip in ips] if isinstance(ips, list) else None,
         mac_request=_text(item.get("macRequest")),
@@ -266,7 +268,7 @@ def delete(env: CniEnv, conf: Mapping[str, Any], settings: Settings, paths: list
     failures = []
     for call in reversed(calls):  # Multus's delPlugins: last delegate first
         try:
-            del_network_list(call.delegate.config, call.rt, paths, timeout=settings.delegate_timeout,
+            del_network_list(call.delegate.conflist, call.rt, paths, timeout=settings.delegate_timeout,
                              cache_dir=settings.multus_cache_dir)
         except Exception as exc:  # one delegate's failure never stops the others
             failures.append(f"{call.describe()}: {exc if isinstance(exc, CniError) else repr(exc)}")
@@ -296,7 +298,7 @@ def check(env: CniEnv, conf: Mapping[str, Any], settings: Settings, paths: list[
     libcni result, then every sandbox interface of those results in the namespace. False without a usable entry."""
     from metaplug import netns as netns_view
     from metaplug.cni import cache
-    from metaplug.cni.chain import check_network_list, load_conflist
+    from metaplug.cni.chain import check_network_list
     from metaplug.cni.convert import convert_result
 
     delegates = _load(env, conf, settings, "CHECK")
@@ -305,7 +307,7 @@ def check(env: CniEnv, conf: Mapping[str, Any], settings: Settings, paths: list[
     problems: list[str] = []
     for call in delegate_calls(delegates, env, conf, env.netns):
         try:
-            conflist = load_conflist(call.delegate.config)
+            conflist = call.delegate.conflist
             check_network_list(conflist, call.rt, paths, timeout=settings.delegate_timeout,
                                cache_dir=settings.multus_cache_dir)
             result = cache.read_cache(settings.multus_cache_dir, conflist["name"], env.container_id, call.rt.ifname)
@@ -359,7 +361,7 @@ def collect_stale(conf: Mapping[str, Any], settings: Settings, valid: set[tuple[
             log.error("GC: Multus's cache entry of a stale container is unusable; left in place",
                       extra={"multus_cache": str(bad)})
             continue
-        cluster = str(delegates[0].config.get("name")) if delegates else ""
+        cluster = delegates[0].conflist["name"] if delegates else ""
         added = next((e for e in results if e["containerId"] == cid and e.get("networkName") == cluster), None)
         if added is None:
             log.warning("GC: a stale container Multus attached has no cached result of its cluster network, so its "

@@ -52,7 +52,7 @@ def test_runtime_config_as_multus_decodes_it() -> None:
 
 
 def _delegate(**kw: object) -> multus_cache.MultusDelegate:
-    base = {"name": "default/blue", "config": {"type": "x"}, "ifname_request": "", "ip_request": None,
+    base = {"name": "default/blue", "conflist": {"plugins": [{"type": "x"}]}, "ifname_request": "", "ip_request": None,
             "mac_request": "", "guid_request": "", "device_id": ""}
     return multus_cache.MultusDelegate(**{**base, **kw})  # type: ignore[arg-type]
 
@@ -80,7 +80,8 @@ def test_delegate_calls_ifnames_follow_getifname(tmp_path: Path) -> None:
     calls = multus_cache.delegate_calls(delegates, env, {}, "")
     assert [c.describe() for c in calls] == ["eth9 (cluster)", "net1 (default/blue)", "red0 (default/red)",
                                              "net3 (default/blue)"]
-    assert delegates[0].config["plugins"] == [{"type": "a"}] and delegates[1].config["type"] == "b"
+    assert delegates[0].conflist["plugins"] == [{"type": "a"}]
+    assert delegates[1].conflist["plugins"] == [{"cniVersion": "1.0.0", "name": "blue", "type": "b"}]
 
 
 def test_a_cached_conflist_without_cni_version_gets_multus_own(tmp_path: Path) -> None:
@@ -88,11 +89,13 @@ def test_a_cached_conflist_without_cni_version_gets_multus_own(tmp_path: Path) -
                                  MultusDelegate("x", {"name": "x", "type": "b"})])
     delegates = multus_cache.read_entry(str(tmp_path), "c1", "0.3.1")
     assert delegates is not None
-    assert delegates[0].config["cniVersion"] == "0.3.1" and "cniVersion" not in delegates[1].config
+    assert delegates[0].conflist["cniVersion"] == "0.3.1"
+    assert delegates[1].conflist["cniVersion"] == "0.1.0"  # a conf keeps its own (none: 0.1.0, cni.md 9)
 
 
 @pytest.mark.parametrize("content", [b"", b"{}", b"[]", b"null", b"[1]", b'[{"Name":"x"}]',
-                                     b'[{"Bytes":"!!"}]', b'[{"Bytes":"WzFd"}]', b"\xff\xfe"])
+                                     b'[{"Bytes":"!!"}]', b'[{"Bytes":"WzFd"}]', b"\xff\xfe",
+                                     b'[{"Bytes":"eyJuYW1lIjoieCJ9"}]'])  # {"name":"x"}: no type, no plugins
 def test_corrupt_entries_are_named(tmp_path: Path, content: bytes) -> None:
     (tmp_path / "c1").write_bytes(content)
     with pytest.raises(multus_cache.CorruptEntry) as info:
@@ -102,11 +105,11 @@ def test_corrupt_entries_are_named(tmp_path: Path, content: bytes) -> None:
 
 def test_no_entry() -> None:
     assert multus_cache.read_entry("/nonexistent/multus", "c1", "1.0.0") is None
-    assert not multus_cache.has_entry("", "c1")
 
 
 def test_del_from_a_multus_entry_stays_lean(tmp_path: Path) -> None:
-    """DEL of a Multus-attached container imports no pydantic, httpx, pyroute2 or dataclasses (start-up budget)."""
+    """DEL of a Multus-attached container imports no pydantic, httpx, pyroute2 or dataclasses (start-up budget);
+    a DEL without an entry does not even import metaplug.multus_cache."""
     fake_delegate.install(tmp_path / "bin", "fake", {"log": str(tmp_path / "calls.jsonl")})
     write_entry(tmp_path / "multus", "c1", [MultusDelegate("fk", {"cniVersion": "1.0.0", "name": "fk",
                                                                   "type": "fake"})])
@@ -121,6 +124,9 @@ def test_del_from_a_multus_entry_stays_lean(tmp_path: Path) -> None:
         "print([m for m in ('pydantic', 'pydantic_core', 'httpx', 'pyroute2', 'dataclasses') if m in sys.modules])\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    plain = code.replace("'c1'", "'c2'").replace("'pydantic', ", "'metaplug.multus_cache', 'pydantic', ")
+    out = subprocess.run([sys.executable, "-c", plain], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     assert [c["command"] for c in fake_delegate.read_log(tmp_path / "calls.jsonl")] == ["DEL"]
     assert not (tmp_path / "multus" / "c1").exists()
