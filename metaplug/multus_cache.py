@@ -23,9 +23,10 @@ the same files:
   `<cniDir>/results` as a valid attachment.
 
 metaplug does the same DEL, keeps the file until every delegate's DEL succeeded (the runtime's next DEL retries,
-cni.md 11), CHECKs every cached delegate with its cached result (cni.md 12), and lets GC count every attachment in
-Multus's result cache as valid, so a shared IPAM never frees a Multus pod's address (cni.md 14). No pydantic here:
-this is DEL's path.
+cni.md 11), CHECKs every cached delegate with its cached result (cni.md 12); its GC deletes a Multus pod that no valid
+attachment names and counts every other attachment in Multus's result cache as valid, so a shared IPAM never frees a
+live Multus pod's address (cni.md 14). A cache entry that cannot be used is logged and the caller's fallback applies.
+No pydantic here: this is DEL's path.
 """
 
 from __future__ import annotations

@@ -131,3 +131,38 @@ def test_del_from_a_multus_entry_stays_lean(tmp_path: Path) -> None:
     assert [c["command"] for c in fake_delegate.read_log(tmp_path / "calls.jsonl")] == ["DEL"]
     assert not (tmp_path / "multus" / "c1").exists()
     assert json.loads(json.dumps(sorted(p.name for p in tmp_path.joinpath("state").glob("*")))) == []
+
+
+def _gc(tmp_path: Path, valid: list[dict[str, str]]) -> tuple[int, str, str]:
+    from metaplug.plugin import run
+
+    conf = {"cniVersion": "1.1.0", "name": "n", "stateDir": str(tmp_path / "state"), "binDir": str(tmp_path / "bin"),
+            "cniDir": str(tmp_path / "multus"), "cni.dev/valid-attachments": valid}
+    return run({"CNI_COMMAND": "GC", "CNI_PATH": str(tmp_path / "bin")}, json.dumps(conf).encode())
+
+
+def test_gc_leaves_a_stale_multus_pod_whose_ifname_is_unknown(tmp_path: Path) -> None:
+    """cni.md 14: without its cluster network's cached result GC cannot know the pod's CNI_IFNAME: left alone (the
+    runtime's DEL still removes it), never deleted under a guessed name."""
+    fake_delegate.install(tmp_path / "bin", "fake", {"log": str(tmp_path / "calls.jsonl")})
+    write_entry(tmp_path / "multus", "gone", [MultusDelegate("fk", {"cniVersion": "1.0.0", "name": "fk",
+                                                                    "type": "fake"})])
+    assert _gc(tmp_path, [])[0] == 0
+    assert (tmp_path / "multus" / "gone").exists()
+    assert fake_delegate.read_log(tmp_path / "calls.jsonl") == []
+
+
+def test_gc_reports_a_stale_multus_pod_it_could_not_delete(tmp_path: Path) -> None:
+    fake_delegate.install(tmp_path / "bin", "fake", {"log": str(tmp_path / "calls.jsonl"), "on": {"DEL": "crash"}})
+    write_entry(tmp_path / "multus", "gone", [MultusDelegate("fk", {"cniVersion": "1.0.0", "name": "fk",
+                                                                    "type": "fake"})])
+    (tmp_path / "multus" / "results").mkdir()
+    (tmp_path / "multus" / "results" / "fk-gone-eth0").write_text(json.dumps({
+        "kind": "cniCacheV1", "containerId": "gone", "ifName": "eth0", "networkName": "fk", "netns": "/gone",
+        "cniArgs": [["IgnoreUnknown", "true"], ["K8S_POD_NAME", "p"]], "result": {"cniVersion": "1.0.0"}}))
+    code, out, _ = _gc(tmp_path, [{"containerID": "other", "ifname": "eth0"}])
+    assert code == 1 and json.loads(out)["code"] == 104 and "gone (attached by Multus)" in json.loads(out)["details"]
+    assert (tmp_path / "multus" / "gone").exists()
+    (call,) = fake_delegate.read_log(tmp_path / "calls.jsonl")
+    assert (call["command"], call["env"]["CNI_IFNAME"], call["env"]["CNI_ARGS"], call["env"]["CNI_NETNS"]) == (
+        "DEL", "eth0", "IgnoreUnknown=true;K8S_POD_NAME=p", "")  # a netns that is gone is not handed over
