@@ -82,6 +82,20 @@ def test_del_removes_every_delegate_multus_attached(world: MetaplugWorld, pod: N
     assert world.call("DEL", conf, pod=pod, args=RUNTIME_ARGS).code == 0  # repeated DEL (cni.md 11)
 
 
+def test_del_after_the_pod_namespace_is_gone_releases_every_address(world: MetaplugWorld,
+                                                                    netns_factory: NetnsFactory) -> None:
+    """cni.md 11: the runtime may DEL after the netns is gone; the delegates still release their IPAM, and the bridge
+    side of the cluster network's veth went with the namespace."""
+    pod = netns_factory.new("pod")
+    _attach_as_multus(world, pod, _pod_delegates(world))
+    path = pod.path
+    pod.delete()
+    delete = world.call("DEL", _multus_conf(world), netns_path=path, args=RUNTIME_ARGS)
+    assert delete.code == 0, delete.stdout + delete.stderr
+    assert world.reservations() == []
+    assert not (_cni_dir(world) / "c1").exists() and world.state_files() == []
+
+
 def test_del_sends_each_delegate_what_multus_would(world: MetaplugWorld, pod: Netns, tmp_path: Path) -> None:
     """Reverse order, ifnames, Multus's CNI_ARGS (its five entries, then the runtime's pairs again), runtimeConfig
     (the runtime's for the cluster network; a delegate's cached ips/mac over it), prevResult from libcni's cache;
