@@ -97,6 +97,8 @@ def read_entry(cni_dir: str, container_id: str, multus_version: str) -> list[Mul
     """The delegates of the container's entry in attachment order; None when there is none; CorruptEntry when it
     cannot be used. `multus_version`: the cniVersion of the configuration on stdin (Multus's own), which CmdDel puts
     into a cached conflist that has none."""
+    if not cni_dir:
+        return None
     path = entry_path(cni_dir, container_id)
     try:
         raw = files.read_file(path)
@@ -243,7 +245,9 @@ def delegate_calls(delegates: Sequence[MultusDelegate], env: CniEnv, conf: Mappi
 
 
 def _load(env: CniEnv, conf: Mapping[str, Any], settings: Settings, verb: str) -> list[MultusDelegate] | None:
-    """The container's delegates, or None (no entry; or a corrupt one, logged: the caller's fallback applies)."""
+    """The container's delegates, or None (no cniDir, no entry; or a corrupt one, logged: the caller's fallback)."""
+    if not settings.multus_cache_dir:
+        return None
     try:
         return read_entry(settings.multus_cache_dir, env.container_id, str(conf.get("cniVersion") or ""))
     except CorruptEntry as bad:

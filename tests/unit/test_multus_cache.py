@@ -105,6 +105,7 @@ def test_corrupt_entries_are_named(tmp_path: Path, content: bytes) -> None:
 
 def test_no_entry() -> None:
     assert multus_cache.read_entry("/nonexistent/multus", "c1", "1.0.0") is None
+    assert multus_cache.read_entry("", "c1", "1.0.0") is None  # no cniDir: never a path relative to the cwd
 
 
 def test_del_from_a_multus_entry_stays_lean(tmp_path: Path) -> None:
@@ -166,3 +167,11 @@ def test_gc_reports_a_stale_multus_pod_it_could_not_delete(tmp_path: Path) -> No
     (call,) = fake_delegate.read_log(tmp_path / "calls.jsonl")
     assert (call["command"], call["env"]["CNI_IFNAME"], call["env"]["CNI_ARGS"], call["env"]["CNI_NETNS"]) == (
         "DEL", "eth0", "IgnoreUnknown=true;K8S_POD_NAME=p", "")  # a netns that is gone is not handed over
+
+
+@pytest.mark.parametrize(("raw", "expected"), [({}, "/var/lib/cni/multus"), ({"cniDir": "/x"}, "/x"),
+                                               ({"cniDir": 5}, ""), ({"cniDir": ""}, ""), ({"cniDir": "/a\0b"}, "")])
+def test_settings_read_cni_dir_and_never_fail_over_it(raw: dict[str, object], expected: str) -> None:
+    from metaplug.config import Settings
+
+    assert Settings.from_raw({"name": "mp", **raw}).multus_cache_dir == expected
