@@ -101,6 +101,10 @@ def read_entry(cni_dir: str, container_id: str, multus_version: str) -> list[Mul
         return None
     path = entry_path(cni_dir, container_id)
     try:
+        for place in (path, cni_dir):  # as a journal (cni.md 32): DEL would run, as root, the delegates it names
+            problem = files.untrusted(os.lstat(place))
+            if problem:
+                raise CorruptEntry(f"{place} {problem}: not used (Multus writes it 0600 in a 0700 directory)")
         raw = files.read_file(path)
     except FileNotFoundError:
         return None

@@ -103,6 +103,14 @@ def test_corrupt_entries_are_named(tmp_path: Path, content: bytes) -> None:
     assert str(tmp_path / "c1") in str(info.value)
 
 
+@pytest.mark.parametrize(("target", "mode"), [("c1", 0o646), ("c1", 0o620), (".", 0o777)])
+def test_an_entry_others_could_write_is_not_used(tmp_path: Path, target: str, mode: int) -> None:
+    write_entry(tmp_path / "multus", "c1", [MultusDelegate("x", {"cniVersion": "1.0.0", "name": "x", "type": "b"})])
+    (tmp_path / "multus" / target).chmod(mode)
+    with pytest.raises(multus_cache.CorruptEntry, match="writable by group or others"):
+        multus_cache.read_entry(str(tmp_path / "multus"), "c1", "1.0.0")
+
+
 def test_no_entry() -> None:
     assert multus_cache.read_entry("/nonexistent/multus", "c1", "1.0.0") is None
     assert multus_cache.read_entry("", "c1", "1.0.0") is None  # no cniDir: never a path relative to the cwd
