@@ -18,9 +18,10 @@ import sys
 from typing import Any
 
 from metaplug import journal
-from metaplug.config import DEFAULT_STATE_DIR
+from metaplug.config import DEFAULT_STATE_DIR, MULTUS_CACHE_DIR
 from metaplug.doctor import devices, reservations, state
 from metaplug.doctor.findings import Diagnosis, Finding
+from metaplug.doctor.multus import MultusCache
 
 
 def add_arguments(sub: Any) -> None:
@@ -29,6 +30,9 @@ def add_arguments(sub: Any) -> None:
     parser.add_argument("--state-dir", action="append", dest="state_dirs", metavar="DIR",
                         help=f"a stateDir of metaplug (default {DEFAULT_STATE_DIR}); repeat it for every metaplug "
                              "network with its own stateDir, so that none of them looks leaked to the other")
+    parser.add_argument("--multus-cache-dir", default=MULTUS_CACHE_DIR, metavar="DIR",
+                        help=f"Multus's cniDir (default {MULTUS_CACHE_DIR}): what the pods Multus attached before the "
+                             "switch to metaplug hold is accounted for, not reported; '' to ignore it")
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     parser.add_argument("--fix", action="store_true", help="repair what is provably orphaned and print what was done")
     parser.set_defaults(handler=run)
@@ -78,7 +82,10 @@ def _judge(key: journal.JournalKey) -> Finding | None:
         return devices.check_interfaces(rec)
 
 
-def diagnose(state_dirs: list[str]) -> Diagnosis:
+NO_MULTUS = MultusCache("")
+
+
+def diagnose(state_dirs: list[str], multus: MultusCache = NO_MULTUS) -> Diagnosis:
     findings: list[Finding] = []
     problems: list[str] = []
     recorded: list[state.Recorded] = []
@@ -99,11 +106,13 @@ def diagnose(state_dirs: list[str]) -> Diagnosis:
             findings.append(verdict)
     # still_orphan re-reads the container's journals: a reservation is judged on journals read after it was listed
     orphans, unchecked = reservations.orphans(
-        recorded, unreadable, lambda res: not state.container_accounts_for(state_dirs, res.container_id, res.ifname))
+        recorded, unreadable, lambda res: not state.container_accounts_for(state_dirs, res.container_id, res.ifname)
+        and not multus.accounts_for(res.container_id, res.ifname))
     findings += orphans
     problems += [f"cannot read namespace {u}" for u in unchecked]
     veths, unchecked = devices.unaccounted_veths(
-        lambda: [rec for state_dir in state_dirs for rec in state.scan_state(state_dir).recorded])
+        lambda: [rec for state_dir in state_dirs for rec in state.scan_state(state_dir).recorded],
+        multus.host_side_names)
     findings += veths
     problems += unchecked
     return Diagnosis(findings, problems)
@@ -130,7 +139,8 @@ def _print_human(diagnosis: Diagnosis, fixed: list[str], before: int | None) -> 
 
 def run(args: argparse.Namespace) -> int:
     state_dirs = args.state_dirs or [DEFAULT_STATE_DIR]
-    diagnosis = diagnose(state_dirs)
+    multus = MultusCache(args.multus_cache_dir)
+    diagnosis = diagnose(state_dirs, multus)
     fixed: list[str] = []
     before: int | None = None
     if args.fix:
@@ -142,7 +152,7 @@ def run(args: argparse.Namespace) -> int:
                 fixed.append(finding.repair())
             except Exception as exc:  # report each failed repair, go on with the others
                 fixed.append(f"FAILED to repair {finding.subject}: {exc}")
-        diagnosis = diagnose(state_dirs)
+        diagnosis = diagnose(state_dirs, multus)
     if args.json:
         print(json.dumps({"stateDirs": state_dirs, "status": ["clean", "findings", "could-not-check"][
             _exit_status(diagnosis)], "fixed": fixed, "findings": [f.as_dict() for f in diagnosis.findings],

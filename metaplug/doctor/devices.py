@@ -79,9 +79,11 @@ def veth_ends(netns_path: str) -> set[tuple[int, int]]:
     return {(nsid, link.ifindex) for link in netns.run_in_netns(netns_path, rtnl.link_details) if link.kind == "veth"}
 
 
-def unaccounted_veths(read_journals: Callable[[], list[Recorded]]) -> tuple[list[Finding], list[str]]:
+def unaccounted_veths(read_journals: Callable[[], list[Recorded]],
+                      read_others: Callable[[], set[str]] = set) -> tuple[list[Finding], list[str]]:
     """The node's links are read first, the journals after (`read_journals`): an ADD journals before its delegates
-    create anything, so every veth seen belongs to a journal that is read."""
+    create anything, so every veth seen belongs to a journal that is read. `read_others`: the host-side names that
+    something other than a journal accounts for (Multus's cache, doctor/multus.py)."""
     from metaplug import rtnl
     from metaplug.cni.errors import CniError
 
@@ -91,7 +93,7 @@ def unaccounted_veths(read_journals: Callable[[], list[Recorded]]) -> tuple[list
     if not watched:
         return [], []
     bridge_of = {link.ifindex: link.name for link in links if link.kind == "bridge" and link.name in watched}
-    known = host_side_names(recorded)
+    known = host_side_names(recorded) | read_others()
     pending: set[tuple[int, int]] = set()
     problems: list[str] = []
     for path in sorted({str(rec.body["netns"]) for rec in recorded if live(rec)}):

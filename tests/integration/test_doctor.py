@@ -247,3 +247,33 @@ def test_duty23_an_add_keeps_its_lock_file_while_it_runs(world: MetaplugWorld, p
         adder.join()
         assert seen == [True], attempt
     assert world.call("DEL", conf, pod=pod).code == 0 and world.state_files() == []
+
+
+def test_doctor_counts_what_multus_attached_before_the_switch(world: MetaplugWorld,
+                                                             netns_factory: NetnsFactory) -> None:
+    """A pod Multus attached (its cache entry in cniDir, no journal; issue 10.4) to the bridge and host-local store a
+    metaplug pod also uses: its address and host-side veth are Multus's cache's, so doctor reports neither and
+    `--fix` releases nothing; told of no cniDir, doctor sees them as a lost journal's (the check can fail)."""
+    from tests.helpers.multus_node import MultusCall, MultusDelegate, k8s_args, multus_add
+
+    cni_dir = world.tmp / "multus"
+    cluster = world.bridge_net("cluster", CLUSTER, "mpdc0", default_gw=True)
+    multus_pod, pod = netns_factory.new("pod"), netns_factory.new("pod")
+    multus_add(world.node, cni_dir, [MultusCall(MultusDelegate("cluster", cluster), "eth0",
+                                                k8s_args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=old;K8S_POD_INFRA_CONTAINER_ID=multusPod;"
+                                                         "K8S_POD_UID=u1"), {})],
+               container_id="multusPod", netns=multus_pod.path, cni_path=world.cni_path)
+    conf = world.metaplug_conf(cluster)
+    assert world.call("ADD", conf, pod=pod, container_id="podA").code == 0
+    assert len(world.reservations()) == 2 and len(host_veths(world)) == 2
+
+    blind = ["--multus-cache-dir", ""]
+    code, report = doctor(world, *blind)
+    assert code == 1 and [k for k, _ in kinds(report)] == ["reservation-in-use", "unaccounted-veth"], report
+
+    code, report = doctor(world, "--multus-cache-dir", str(cni_dir), "--fix")
+    assert (code, report["findings"], report["fixed"]) == (0, [], []), report
+    assert len(world.reservations()) == 2 and multus_pod.has_link("eth0")
+    assert world.call("DEL", conf, pod=pod, container_id="podA").code == 0
+    assert world.call("DEL", dict(conf, cniDir=str(cni_dir)), pod=multus_pod, container_id="multusPod").code == 0
+    assert world.reservations() == [] and doctor(world, *blind)[0] == 0
