@@ -13,8 +13,11 @@ Failures are CniError:
   API's Status message.
 The bearer token and the client key never appear in a log line or an error.
 
-httpx is imported when a KubeClient is built, never at module import (start-up cost, DESIGN.md). The retry loop is
-written out here rather than with tenacity: importing tenacity cost another 8-17 ms per ADD (issue 10.7).
+The bytes move through a transport (transport.py): a KubeClient of its own (thin mode: one per CNI call) uses the
+standard library's HTTP/1.1 client (http11.py) and imports no httpx at all, unless the kubeconfig names a proxy; a
+KubeClient given a long-lived httpx.Client (the daemon) goes through it. The retries, statuses and Status objects are
+this module's, whatever the transport. The retry loop is written out here rather than with tenacity: importing
+tenacity cost another 8-17 ms per ADD (issue 10.7).
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from urllib.parse import quote
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, KUBERNETES_API, TRY_AGAIN_LATER, CniError
 from metaplug.cni.lazylog import LazyLogger
 from metaplug.k8s.kubeconfig import Credentials
+from metaplug.k8s.transport import Answer, Transport, TransportError
 
 if TYPE_CHECKING:
     import httpx
@@ -92,7 +96,7 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, min((when - datetime.now(UTC)).total_seconds(), MAX_RETRY_AFTER))
 
 
-def _status_message(resp: httpx.Response) -> str:
+def _status_message(resp: Answer) -> str:
     """The message of a Kubernetes Status object in `resp`, or a short excerpt of the body."""
     try:
         body = resp.json()
@@ -105,7 +109,7 @@ def _status_message(resp: httpx.Response) -> str:
 
 
 def _ssl_cause(exc: BaseException) -> ssl.SSLError | None:
-    """The TLS failure behind an httpx transport error, when it is one that repeating cannot fix."""
+    """The TLS failure behind a transport error, when it is one that repeating cannot fix."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, ssl.SSLCertVerificationError):
@@ -184,6 +188,21 @@ def new_http_client(creds: Credentials, *, user_agent: str = "metaplug") -> http
     )
 
 
+def open_transport(creds: Credentials, user_agent: str = "metaplug") -> Transport:
+    """The transport of a KubeClient that owns its connection (thin mode): the standard library's HTTP/1.1 client;
+    httpx only for what that one cannot do (a proxy-url)."""
+    if creds.proxy_url:
+        from metaplug.k8s.transport import HttpxTransport
+
+        return HttpxTransport(new_http_client(creds, user_agent=user_agent), creds.tls_server_name, owned=True)
+    from metaplug.k8s.http11 import Http11Transport
+
+    https = creds.server.startswith("https://")
+    return Http11Transport(creds.server, ssl_context(creds) if https else None,
+                           tls_server_name=creds.tls_server_name,
+                           default_headers={"User-Agent": user_agent, "Accept": "application/json"})
+
+
 def request_extensions(creds: Credentials) -> dict[str, Any]:
     """httpx request extensions every request to this server needs (tls-server-name)."""
     return {"sni_hostname": creds.tls_server_name} if creds.tls_server_name else {}
@@ -227,25 +246,27 @@ class KubeClient:
     """The Kubernetes calls of one CNI call, all bound by one deadline (seconds)."""
 
     def __init__(self, creds: Credentials, *, deadline: float = 5.0, user_agent: str = "metaplug",
-                 http: httpx.Client | None = None) -> None:
-        """`http`: a long-lived client (new_http_client) to borrow, as the daemon does for every call; close() then
-        leaves it open. Without it the KubeClient builds and owns its own."""
-        import httpx  # lazily: only CNI calls that talk to Kubernetes pay for it
-
-        self._httpx = httpx
+                 http: httpx.Client | None = None, transport: Transport | None = None) -> None:
+        """`http`: a long-lived httpx client (new_http_client) to borrow, as the daemon does for every call; close()
+        then leaves it open. `transport`: one to use (and close). Without either the KubeClient opens its own
+        (open_transport)."""
         self.creds = creds
         self.server = creds.server
         self.deadline = deadline
         self._expires = time.monotonic() + deadline
         self._secrets: set[str] = set()
-        self._owned = http is None
-        self._client = new_http_client(creds, user_agent=user_agent) if http is None else http
-        self._extensions = request_extensions(creds)
+        if transport is None:
+            if http is not None:
+                from metaplug.k8s.transport import HttpxTransport
+
+                transport = HttpxTransport(http, creds.tls_server_name)
+            else:
+                transport = open_transport(creds, user_agent)
+        self.transport = transport
 
     # -- life cycle -------------------------------------------------------------------------------------------------
     def close(self) -> None:
-        if self._owned:
-            self._client.close()
+        self.transport.close()
 
     def __enter__(self) -> KubeClient:
         return self
@@ -370,7 +391,7 @@ class KubeClient:
                        f"{what}: 409 Conflict on every attempt")
 
     def _call(self, method: str, path: str, *, what: str, body: bytes | None = None,
-              content_type: str | None = None) -> httpx.Response:
+              content_type: str | None = None) -> Answer:
         """Send with retries of transient failures until the deadline. Returns a 2xx or a permanent 4xx answer.
 
         Between attempts: the server's Retry-After when it sent one, else full-jitter exponential backoff. No retry
@@ -392,40 +413,38 @@ class KubeClient:
                 log.info("%s %s: %s; retry %d in %.2fs", method, path, e, attempts, pause)
                 time.sleep(pause)
 
-    def _attempt(self, method: str, path: str, body: bytes | None, content_type: str | None) -> httpx.Response:
+    def _attempt(self, method: str, path: str, body: bytes | None, content_type: str | None) -> Answer:
         left = self.remaining
         if left < MIN_ATTEMPT:
             raise _Transient("deadline reached")
         started = time.monotonic()
         try:
             resp = self._send(method, path, body, content_type, timeout=left)
-        except self._httpx.TransportError as e:
+        except TransportError as e:
             bad_tls = _ssl_cause(e)
             if bad_tls is not None:
                 raise CniError(KUBERNETES_API, f"TLS failure talking to the Kubernetes API server {self.server}",
                                f"{bad_tls} (check the certificate authority in {self.creds.source})") from None
-            raise _Transient(self._scrub(f"{type(e).__name__}: {e}" if str(e) else type(e).__name__)) from None
+            raise _Transient(self._scrub(str(e))) from None
         log.debug("%s %s -> %d in %.0fms", method, path, resp.status_code, 1000 * (time.monotonic() - started))
         if resp.status_code in RETRY_STATUSES:
             raise _Transient(f"{resp.status_code} {resp.reason_phrase}: {self._scrub(_status_message(resp))}",
-                             _retry_after(resp.headers.get("Retry-After")))
+                             _retry_after(resp.header("Retry-After")))
         return resp
 
     def _send(self, method: str, path: str, body: bytes | None, content_type: str | None, *,
-              timeout: float) -> httpx.Response:
+              timeout: float) -> Answer:
         headers = auth_headers(self.creds)
         if headers:
             self._secrets.add(headers["Authorization"].removeprefix("Bearer "))
         if content_type:
             headers["Content-Type"] = content_type
         if not request_observers:
-            return self._client.request(method, path, content=body, headers=headers,
-                                        timeout=self._httpx.Timeout(timeout), extensions=self._extensions)
+            return self.transport.request(method, path, body, headers, timeout=timeout)
         started = time.monotonic()
         code = "error"
         try:
-            resp = self._client.request(method, path, content=body, headers=headers,
-                                        timeout=self._httpx.Timeout(timeout), extensions=self._extensions)
+            resp = self.transport.request(method, path, body, headers, timeout=timeout)
             code = str(resp.status_code)
             return resp
         finally:
@@ -436,7 +455,7 @@ class KubeClient:
             text = text.replace(secret, "<redacted>")
         return text
 
-    def _object(self, resp: httpx.Response, what: str) -> dict[str, Any]:
+    def _object(self, resp: Answer, what: str) -> dict[str, Any]:
         if not resp.is_success:
             raise self._permanent(resp, what)
         try:
@@ -448,18 +467,18 @@ class KubeClient:
                            f"{what}: {resp.status_code} without a JSON object")
         return obj
 
-    def _permanent(self, resp: httpx.Response, what: str) -> CniError:
+    def _permanent(self, resp: Answer, what: str) -> CniError:
         hint = {401: f" (check the credentials in {self.creds.source or 'the kubeconfig'})",
                 403: " (check metaplug's RBAC: configs/kubernetes/rbac.yaml)"}.get(resp.status_code, "")
         return CniError(KUBERNETES_API, f"Kubernetes API server {self.server} refused to {what}",
                         f"{resp.status_code} {resp.reason_phrase}: {self._scrub(_status_message(resp))}{hint}")
 
-    def _pod_not_found(self, namespace: str, name: str, resp: httpx.Response) -> CniError:
+    def _pod_not_found(self, namespace: str, name: str, resp: Answer) -> CniError:
         return CniError(KUBERNETES_API, f"pod {namespace}/{name} not found",
                         f"{self.server}: {self._scrub(_status_message(resp))}")
 
     @staticmethod
-    def _is_missing_resource_type(resp: httpx.Response) -> bool:
+    def _is_missing_resource_type(resp: Answer) -> bool:
         """A 404 Status without details.name: the API does not serve the resource at all (CRD not installed)."""
         try:
             body = resp.json()

@@ -253,6 +253,8 @@ class _Server(ThreadingHTTPServer):
         except (ssl.SSLError, OSError):
             return
         self.sim._track(conn)
+        with self.sim.lock:
+            self.sim.connections_accepted += 1
         try:
             _Handler(conn, client_address, self)
         except OSError:
@@ -405,13 +407,25 @@ class _Handler(BaseHTTPRequestHandler):
     def _reply(self, req: SimRequest, code: int, obj: Any, headers: Mapping[str, str] | None = None) -> None:
         data = json.dumps(obj).encode()
         req.status = code
+        chunked = self.server.sim.chunked_replies
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
+        if chunked:
+            self.send_header("Transfer-Encoding", "chunked")
+        else:
+            self.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             self.send_header(k, v)
         self.end_headers()
-        self.wfile.write(data)
+        if not chunked:
+            self.wfile.write(data)
+            return
+        third = max(1, len(data) // 3)
+        pieces = [data[:third], data[third:2 * third], data[2 * third:]]
+        for i, piece in enumerate(p for p in pieces if p):
+            extension = ";sim=1" if i == 1 else ""
+            self.wfile.write(f"{len(piece):x}{extension}\r\n".encode() + piece + b"\r\n")
+        self.wfile.write(b"0\r\nX-Sim-Trailer: yes\r\n\r\n")
 
 
 class KubeSim:
@@ -425,6 +439,8 @@ class KubeSim:
         self.events: list[dict[str, Any]] = []
         self.requests: list[SimRequest] = []
         self.latency = 0.0
+        self.chunked_replies = False  # answers in chunked transfer coding (three chunks, an extension, a trailer)
+        self.connections_accepted = 0  # TLS connections set up (keep-alive reuse shows as fewer than requests)
         self.merge_patch_supported = True
         self.crd_installed = True
         self.resource_version = 100
@@ -490,6 +506,15 @@ class KubeSim:
                 conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def close_connections(self) -> None:
+        """Close every open connection (idle keep-alive ones included) without a word, as a server restarting or
+        timing out idle clients does; the port keeps accepting."""
+        with self.lock:
+            conns = list(self._conns)
+        for conn in conns:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
 
     def __enter__(self) -> KubeSim:
         return self.start()

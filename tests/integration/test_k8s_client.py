@@ -3,7 +3,8 @@
 Proves the client's contract: every kubeconfig variant authenticates; permanent errors (401/403/404/422, TLS) are
 never retried and are code 110; transient ones (503, 429 + Retry-After, dropped connections, dead server, latency)
 are retried until one overall deadline and then code 11; network-status is published (R17..R23) by merge patch or
-GET + PUT with 409 retries; the token never leaks.
+GET + PUT with 409 retries; the token never leaks. Every test runs with both transports under the client: the standard
+library's HTTP/1.1 one that thin mode uses, and httpx (the daemon's).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pathlib import Path
 import pytest
 
 from metaplug.cni.errors import KUBERNETES_API, TRY_AGAIN_LATER, CniError
-from metaplug.k8s.client import API_CALLS, NETWORK_STATUS_ANNOTATION, KubeClient
+from metaplug.k8s import client as client_module
+from metaplug.k8s.client import API_CALLS, NETWORK_STATUS_ANNOTATION, KubeClient, new_http_client
 from metaplug.k8s.kubeconfig import Credentials, in_cluster_credentials, load_kubeconfig
 from tests.helpers.kube_sim import KubeSim, make_ca
 
@@ -27,6 +29,17 @@ NS, POD = "default", "web"
 STATUS = [{"name": "cluster", "interface": "eth0", "ips": ["10.0.0.5"], "mac": "0a:58:0a:00:00:05", "default": True},
           {"name": "default/bridge-net", "interface": "net1", "ips": ["10.77.0.3"], "mac": "0a:58:0a:4d:00:03",
            "default": False}]
+
+
+@pytest.fixture(autouse=True, params=["http11", "httpx"])
+def transport(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The transport every KubeClient of the test opens: thin mode's own (http11) or httpx."""
+    if request.param == "httpx":
+        from metaplug.k8s.transport import HttpxTransport
+
+        monkeypatch.setattr(client_module, "open_transport", lambda creds, user_agent="metaplug": HttpxTransport(
+            new_http_client(creds, user_agent=user_agent), creds.tls_server_name, owned=True))
+    return str(request.param)
 
 
 @pytest.fixture
