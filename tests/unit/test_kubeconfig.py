@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 from metaplug.k8s.kubeconfig import Credentials, in_cluster_credentials, load_kubeconfig
@@ -198,3 +200,33 @@ def test_token_file_errors_name_the_file_not_the_token(tmp_path: Path) -> None:
     (tmp_path / "empty").write_text("\n")
     with pytest.raises(CniError, match="empty"):
         Credentials(server="https://h:1", token_file=str(tmp_path / "empty")).bearer_token()
+
+
+@settings(max_examples=300)
+@given(st.text())
+def test_path_segment_is_urllib_quote(text: str) -> None:
+    """The client's own percent-encoding (urllib.parse is not imported on the ADD path) matches urllib's."""
+    from urllib.parse import quote
+
+    from metaplug.k8s.client import path_segment
+
+    try:
+        expected = quote(text, safe="")
+    except UnicodeEncodeError:  # lone surrogates: neither can encode them
+        with pytest.raises(UnicodeEncodeError):
+            path_segment(text)
+        return
+    assert path_segment(text) == expected
+
+
+def test_jitter_and_http_date_retry_after() -> None:
+    import email.utils
+    import time
+
+    from metaplug.k8s.client import _jitter, _retry_after
+
+    draws = [_jitter(1.0) for _ in range(200)]
+    assert all(0.0 <= d < 1.0 for d in draws) and len(set(draws)) > 150
+    assert _retry_after(email.utils.formatdate(time.time() - 60, usegmt=True)) == 0.0
+    odd = _retry_after("Tue, 01 Dec 2026 99:00:00 GMT")  # an impossible time never raises, stays capped
+    assert odd is None or 0.0 <= odd <= 30.0
