@@ -77,6 +77,21 @@ def find_binary(plugin_type: str, paths: list[str]) -> str:
     raise SystemExit(f"plugin {plugin_type!r} not found in {':'.join(paths)}")
 
 
+def thin_executable(work: Path, console_script: Path) -> str:
+    """What `metaplug install --mode thin` puts on the host for this console script: the -I -S launcher
+    (metaplug/launcher.py), or the console script itself when install would copy it unchanged."""
+    from metaplug import launcher
+
+    script = launcher.for_console_script(str(console_script), console_script.read_bytes())
+    if script is None:
+        return str(console_script)
+    path = work / "bin" / "metaplug"
+    path.parent.mkdir()
+    path.write_bytes(script)
+    path.chmod(0o755)
+    return str(path)
+
+
 def make_plan(work: Path, pod: str, delegates: str, plugin_dir: str, pairs: int, warmup: int,
               api: bool = True) -> dict[str, Any]:
     """Write the NAD files and return everything the driver needs (JSON-serialisable)."""
@@ -109,7 +124,8 @@ def make_plan(work: Path, pod: str, delegates: str, plugin_dir: str, pairs: int,
                "plugins": [{"path": find_binary(p["type"], search), "conf": p} for p in conflist["plugins"]]}
               for ifname, conflist in nets]
     return {
-        "metaplug": str(venv_bin / "metaplug"), "metaplug_stdin": json.dumps(metaplug_conf),
+        "metaplug": thin_executable(work, venv_bin / "metaplug"), "console_script": str(venv_bin / "metaplug"),
+        "metaplug_stdin": json.dumps(metaplug_conf),
         "api": {"stdin": json.dumps(api_conf), "kubeconfig": api_conf["kubeconfig"], "annotation": annotation,
                 "nads": nads} if api else None,
         "direct": direct, "netns": netns_path(pod), "pod": pod, "cni_path": ":".join(cni_path),
@@ -144,13 +160,13 @@ def cni_env(plan: Mapping[str, Any], verb: str, cid: str, ifname: str) -> dict[s
 
 
 def via_metaplug(plan: Mapping[str, Any], cid: str, stdin_text: str | None = None,
-                 extra_env: Mapping[str, str] | None = None) -> dict[str, int]:
+                 extra_env: Mapping[str, str] | None = None, executable: str | None = None) -> dict[str, int]:
     """One pod through metaplug: ADD, CHECK, DEL; nanoseconds per verb."""
     stdin = (stdin_text or plan["metaplug_stdin"]).encode()
     times: dict[str, int] = {}
     for verb in VERBS:
         t0, c0 = time.perf_counter_ns(), children_cpu_ns()
-        out = call([plan["metaplug"]], {**cni_env(plan, verb, cid, "eth0"), **(extra_env or {})}, stdin)
+        out = call([executable or plan["metaplug"]], {**cni_env(plan, verb, cid, "eth0"), **(extra_env or {})}, stdin)
         times[verb] = time.perf_counter_ns() - t0
         times[f"{verb} cpu"] = children_cpu_ns() - c0
         if verb == "ADD" and len(json.loads(out).get("interfaces", [])) < 3:
@@ -222,18 +238,20 @@ def drive(plan: Mapping[str, Any], sim: Any = None) -> dict[str, Any]:
 
     def metaplug_variant(api: bool, extra_env: Mapping[str, str] | None) -> Any:
         stdin_text = plan["api"]["stdin"] if api else plan["metaplug_stdin"]
+        executable = plan["console_script"] if extra_env else plan["metaplug"]
 
         def run(plan: Mapping[str, Any], cid: str) -> dict[str, int]:
             before = len(sim.requests) if api else 0
-            times = via_metaplug(plan, cid, stdin_text, extra_env)
+            times = via_metaplug(plan, cid, stdin_text, extra_env, executable)
             if api and len(sim.requests) == before:
                 raise CallFailed("metaplug with a kubeconfig made no API request")
             return times
 
         return run
 
-    # --baseline DIR: the same console script importing the metaplug package found in DIR (PYTHONPATH comes before
-    # site-packages), e.g. `git archive main | tar -x -C DIR`: before and after in one run, under the same load.
+    # `metaplug`: what `metaplug install --mode thin` installs (the -I -S launcher). --baseline DIR: pip's console
+    # script (what install copied before the launcher) importing the metaplug package found in DIR (PYTHONPATH comes
+    # before site-packages), e.g. `git archive main | tar -x -C DIR`: before and after in one run, under the same load.
     flavours = [("metaplug", None)]
     if plan.get("baseline"):
         flavours.append(("baseline", {"PYTHONPATH": plan["baseline"]}))

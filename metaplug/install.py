@@ -5,7 +5,8 @@ install (run by the DaemonSet's install container, or by hand), in one of two mo
   static `metaplug-shim` into the host's CNI bin dir and names it in the conflist (`"type": "metaplug-shim"` with the
   daemon's socketPath and spoolDir), so no pod starts before the daemon can serve it;
 - thin (`--mode thin`, hosts where `pip install` works: Podman, Nomad, plain libcni): copies a metaplug executable
-  whose interpreter exists on the host (executable.py) and names it (`"type": "metaplug"`).
+  whose interpreter exists on the host (executable.py) and names it (`"type": "metaplug"`); metaplug's own console
+  script is installed as the launcher of launcher.py instead (the same interpreter with -I -S and the same imports).
 Either way install refuses (InstallError, exit 1, nothing written) to write a conflist whose executable it does not
 install in the same run, or that could not run on the host (a script whose interpreter the host lacks, a dynamic ELF
 in daemon mode). Then:
@@ -352,8 +353,19 @@ def _planned_executables(cni_bin_dir: str, source_bin: list[str], name: str, pri
                 data = f.read()
         except OSError as e:
             raise InstallError(f"cannot read {src}: {e.strerror or e}") from None
+        launcher = None if static_only else _thin_launcher(src, data)
+        if launcher is not None:
+            planned.append(_Planned(dst, launcher, 0o755, f"{dst} (launcher of {src}, python -I -S)"))
+            continue
         planned.append(_Planned(dst, data, 0o755, f"{dst} (copy of {src})"))
     return planned
+
+
+def _thin_launcher(src: str, data: bytes) -> bytes | None:
+    """metaplug's console script becomes the -I -S launcher (launcher.py: ~2.5 ms less per CNI call)."""
+    from metaplug import launcher
+
+    return launcher.for_console_script(src, data)
 
 
 def _backup_path(path: str) -> str:

@@ -16,7 +16,7 @@ import base64
 import binascii
 import os
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, NamedTuple
 
 from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
@@ -24,41 +24,26 @@ from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-class Credentials:
+class Credentials(NamedTuple):
     """How to reach and authenticate to one API server. Build with load_kubeconfig or in_cluster_credentials.
 
-    A plain class, not a dataclass: importing dataclasses (and inspect) cost ~3-5 ms of every ADD with a kubeconfig.
+    A NamedTuple, not a dataclass: importing dataclasses (and inspect) cost ~3-5 ms of every ADD with a kubeconfig.
     """
 
-    __slots__ = ("ca_data", "ca_file", "client_cert_data", "client_cert_file", "client_key_data", "client_key_file",
-                 "insecure", "namespace", "proxy_url", "server", "source", "tls_server_name", "token", "token_file")
-
-    def __init__(self, server: str, ca_file: str | None = None, ca_data: bytes | None = None, insecure: bool = False,
-                 token: str | None = None, token_file: str | None = None, client_cert_file: str | None = None,
-                 client_key_file: str | None = None, client_cert_data: bytes | None = None,
-                 client_key_data: bytes | None = None, tls_server_name: str | None = None,
-                 proxy_url: str | None = None, namespace: str | None = None, source: str = "") -> None:
-        self.server = server
-        self.ca_file = ca_file
-        self.ca_data = ca_data
-        self.insecure = insecure
-        self.token = token
-        self.token_file = token_file
-        self.client_cert_file = client_cert_file
-        self.client_key_file = client_key_file
-        self.client_cert_data = client_cert_data
-        self.client_key_data = client_key_data
-        self.tls_server_name = tls_server_name
-        self.proxy_url = proxy_url
-        self.namespace = namespace  # the context's namespace (informational)
-        self.source = source  # where these came from: a kubeconfig path or "in-cluster"
-
-    def __eq__(self, other: object) -> bool:
-        if not isinstance(other, Credentials):
-            return NotImplemented
-        return all(getattr(self, name) == getattr(other, name) for name in self.__slots__)
-
-    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass it replaces
+    server: str
+    ca_file: str | None = None
+    ca_data: bytes | None = None
+    insecure: bool = False
+    token: str | None = None
+    token_file: str | None = None
+    client_cert_file: str | None = None
+    client_key_file: str | None = None
+    client_cert_data: bytes | None = None
+    client_key_data: bytes | None = None
+    tls_server_name: str | None = None
+    proxy_url: str | None = None
+    namespace: str | None = None  # the context's namespace (informational)
+    source: str = ""  # where these came from: a kubeconfig path or "in-cluster"
 
     def auth_kind(self) -> str:
         """A secret-free description of the authentication in use."""
@@ -88,7 +73,8 @@ class Credentials:
         ca = "insecure" if self.insecure else (self.ca_file or ("<ca data>" if self.ca_data else "system CAs"))
         return f"Credentials(server={self.server!r}, ca={ca!r}, auth={self.auth_kind()!r}, source={self.source!r})"
 
-    __str__ = __repr__
+    def __str__(self) -> str:
+        return self.__repr__()
 
 
 def _bad(path: str, details: str) -> CniError:

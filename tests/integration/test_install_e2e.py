@@ -20,7 +20,9 @@ def test_generated_conflist_drives_a_real_add_and_del(node: Netns, pod: Netns, t
     run([str(VENV_BIN / "metaplug"), "install", "--mode", "thin", "--cni-bin-dir", str(bin_dir),
          "--cni-conf-dir", str(conf_dir), "--source-bin", str(VENV_BIN / "metaplug"), "--no-kubeconfig"])
     generated = conf_dir / "00-metaplug.conflist"
-    assert (bin_dir / "metaplug").is_file()
+    installed = (bin_dir / "metaplug").read_bytes()
+    # the console script went in as the -I -S launcher of the same interpreter (launcher.py, issue 10.7)
+    assert installed.startswith(f"#!{VENV_BIN / 'python'} -IS\n".encode()), installed[:200]
     conflist = json.loads(generated.read_text())
     assert conflist["cniVersion"] == "1.0.0" and conflist["plugins"][0]["type"] == "metaplug"
     assert conflist["plugins"][0]["capabilities"]["portMappings"] is True  # the wrapped list's capability kept

@@ -46,8 +46,7 @@ def test_thin_mode_uses_the_stdlib_transport_and_httpx_only_for_a_proxy(sim: Kub
     creds = load_kubeconfig(sim.kubeconfig(tmp_path / "kubeconfig"))
     with KubeClient(creds) as kube:
         assert isinstance(kube.transport, Http11Transport)
-    creds.proxy_url = "http://127.0.0.1:1"
-    with KubeClient(creds) as kube:
+    with KubeClient(creds._replace(proxy_url="http://127.0.0.1:1")) as kube:
         assert isinstance(kube.transport, HttpxTransport)
 
 
