@@ -7,19 +7,16 @@ Only the standard library is used; this runs once per delegate call.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import errno
 import json
 import os
-import signal
 import stat
-import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from metaplug.cni import jsonload, trace
+from metaplug.cni import jsonload, spawn, trace
 from metaplug.cni.errors import (
     DELEGATE_FAILED,
     DELEGATE_NOT_FOUND,
@@ -154,21 +151,16 @@ def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float
         if status == 0:
             return _decode_success(name, command, out)
         raise _failure(name, command, status, out, err)
-    proc = _spawn(plugin_path, env)
     try:
-        out, err = proc.communicate(stdin, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill_group(proc)
+        status, out, err = _spawn(plugin_path, stdin, env, timeout)
+    except spawn.Timeout:
         raise CniError(DELEGATE_TIMEOUT, f"{name} timed out after {_seconds(timeout)} s",
                        f"{command} of {plugin_path} did not finish; its process group was killed") from None
-    except BaseException:
-        _kill_group(proc)
-        raise
     if err:
         log.debug("%s %s stderr: %s", name, command, err.decode(errors="replace").rstrip())
-    if proc.returncode == 0:
+    if status == 0:
         return _decode_success(name, command, out)
-    raise _failure(name, command, proc.returncode, out, err)
+    raise _failure(name, command, status, out, err)
 
 
 def _serve(served: InProcessPlugin, name: str, command: str, stdin: bytes, env: Mapping[str, str],
@@ -232,21 +224,14 @@ def probe_version(
 # --- internals -------------------------------------------------------------------------------------------------------
 
 
-def _spawn(plugin_path: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
-    """Start the delegate; retry on ETXTBSY (duty 24); a missing/unrunnable file is a CniError."""
+def _spawn(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> spawn.Finished:
+    """Run the delegate in a process group of its own (a timeout kills it and all it spawned: spawn.Timeout); retry
+    the start on ETXTBSY (duty 24); a missing/unrunnable file is a CniError."""
     delay = ETXTBSY_FIRST_DELAY
     attempt = 0
     while True:
         try:
-            return subprocess.Popen(
-                [plugin_path],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                env=dict(env),
-                start_new_session=True,  # own process group: a timeout kills the delegate and all it spawned
-                close_fds=True,
-            )
+            return spawn.run(plugin_path, stdin, env, timeout)
         except OSError as exc:
             if exc.errno == errno.ETXTBSY and attempt < ETXTBSY_RETRIES:
                 attempt += 1
@@ -257,19 +242,6 @@ def _spawn(plugin_path: str, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
             code = DELEGATE_NOT_FOUND if exc.errno in (errno.ENOENT, errno.EACCES) else DELEGATE_FAILED
             raise CniError(code, f"failed to execute {os.path.basename(plugin_path)}",
                            f"{plugin_path}: {exc.strerror or exc}") from None
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGKILL the delegate's whole process group and reap the delegate."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    try:
-        proc.communicate(timeout=5)
-    except subprocess.TimeoutExpired:  # a descendant that left the group still holds a pipe open
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
-        proc.wait()
 
 
 def _decode_success(name: str, command: str, out: bytes) -> dict[str, Any] | None:
@@ -309,6 +281,8 @@ def _failure(name: str, command: str, status: int, out: bytes, err: bytes) -> Cn
 
 def _status_text(status: int) -> str:
     if status < 0:
+        import signal  # only for a delegate killed by a signal: its enum of names costs start-up time
+
         try:
             signame = signal.Signals(-status).name
         except ValueError:

@@ -14,7 +14,6 @@ import fcntl
 import json
 import os
 import signal
-import subprocess
 from typing import Any
 
 _AT = int(os.environ.pop("METAPLUG_TEST_CRASH_AT", "0") or 0)
@@ -70,12 +69,14 @@ if _AT or _LOG:
         _flock(fd, op)
 
     fcntl.flock = _flock_step
-    _popen_init = subprocess.Popen.__init__
+    _posix_spawn = os.posix_spawn
 
-    def _popen_step(self: subprocess.Popen[Any], *args: Any, **kw: Any) -> None:
-        _popen_init(self, *args, **kw)
-        _spawned.append(self.pid)
-        if _reached("spawn", args[0] if args else kw.get("args")):
+    def _spawn_step(path: Any, argv: Any, *args: Any, **kw: Any) -> int:
+        """metaplug starts delegates with os.posix_spawn (metaplug/cni/spawn.py)."""
+        pid = _posix_spawn(path, argv, *args, **kw)
+        _spawned.append(pid)
+        if _reached("spawn", argv):
             _die()  # after the start: the delegate runs on without metaplug
+        return pid
 
-    subprocess.Popen.__init__ = _popen_step  # type: ignore[method-assign]
+    os.posix_spawn = _spawn_step

@@ -1,0 +1,222 @@
+"""Run one delegate process: stdin in, stdout and stderr out, bounded by a timeout (cni.md 24).
+
+What subprocess.Popen(..., stdin/stdout/stderr=PIPE, start_new_session=True, close_fds=True).communicate(input,
+timeout) did, with os.posix_spawn, pipes and select.poll: importing subprocess (and signal, selectors, locale with
+it) cost ~2.6 ms of every thin-mode CNI call (issue 10.7). The same guarantees:
+- the child runs in a session and process group of its own (a timeout kills the group: the delegate and all it
+  started), with exactly the given environment, SIGPIPE and SIGXFSZ back at their defaults (Python ignores SIGPIPE;
+  an ignored signal survives exec), and no descriptor of ours but its three pipes;
+- stdin is written while stdout and stderr are read (no deadlock on big answers); a child that closes its stdin
+  early just stops the writing;
+- the whole run (writing, reading, waiting for the exit) is bounded by `timeout`: then Timeout, after the group was
+  SIGKILLed and the child reaped; any other exception (e.g. KeyboardInterrupt) does the same before it propagates;
+- exec failures (ENOENT, EACCES, ETXTBSY...) raise OSError from posix_spawn, before anything ran.
+"""
+
+from __future__ import annotations
+
+import _signal  # the C module behind `signal`: its constants without the enum classes signal.py builds
+import contextlib
+import fcntl
+import os
+import select
+import time
+from collections.abc import Mapping
+from typing import NamedTuple
+
+READ_SIZE = 64 * 1024
+WRITE_SIZE = 64 * 1024
+DRAIN_AFTER_KILL = 5.0  # seconds to read what a killed group still writes before giving up on its pipes
+_IN = select.POLLIN | select.POLLPRI
+_GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL
+
+
+class Finished(NamedTuple):
+    status: int  # exit status, or -N when killed by signal N (as subprocess reports it)
+    out: bytes
+    err: bytes
+
+
+class Timeout(Exception):
+    """The child did not finish within the timeout; its process group was killed and it was reaped."""
+
+
+def run(path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> Finished:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    pid, to_child, from_out, from_err = _start(path, env)
+    streams = _Streams(to_child, from_out, from_err)
+    try:
+        streams.exchange(stdin, deadline)
+        status = _wait(pid, deadline)
+    except BaseException as exc:
+        _kill_and_reap(pid, streams)
+        if isinstance(exc, _Expired):
+            raise Timeout from None
+        raise
+    finally:
+        streams.close()
+    return Finished(status, bytes(streams.out), bytes(streams.err))
+
+
+class _Expired(Exception):
+    pass
+
+
+def _above_stdio(fd: int) -> int:
+    """`fd`, moved to 3 or above (a child-side pipe end must not be 0-2 already: dup2 onto itself would keep its
+    close-on-exec flag)."""
+    if fd > 2:
+        return fd
+    moved = fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+    os.close(fd)
+    return moved
+
+
+def _inherited_fds() -> list[int]:
+    """Our descriptors above 2 that an exec would pass on (from the runtime, say): the child must not get them."""
+    found = []
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd > 2:
+            try:
+                if os.get_inheritable(fd):
+                    found.append(fd)
+            except OSError:  # the descriptor listdir itself used, closed by now
+                continue
+    return found
+
+
+def _start(path: str, env: Mapping[str, str]) -> tuple[int, int, int, int]:
+    """Spawn `path` with three fresh pipes; (pid, its stdin writer, its stdout reader, its stderr reader)."""
+    pipes = [os.pipe() for _ in range(3)]  # close-on-exec both ends (PEP 446)
+    pipes = [(_above_stdio(r), _above_stdio(w)) for r, w in pipes]
+    (in_r, in_w), (out_r, out_w), (err_r, err_w) = pipes
+    actions: list[tuple[int, int] | tuple[int, int, int]] = [
+        (os.POSIX_SPAWN_DUP2, in_r, 0), (os.POSIX_SPAWN_DUP2, out_w, 1), (os.POSIX_SPAWN_DUP2, err_w, 2)]
+    actions += [(os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds()]
+    try:
+        pid = os.posix_spawn(path, [path], dict(env), file_actions=actions, setsid=True,
+                             setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ))
+    except BaseException:
+        for fd in (in_r, in_w, out_r, out_w, err_r, err_w):
+            os.close(fd)
+        raise
+    for fd in (in_r, out_w, err_w):
+        os.close(fd)
+    return pid, in_w, out_r, err_r
+
+
+class _Streams:
+    """Our ends of the child's three pipes and what came out of them."""
+
+    def __init__(self, to_child: int, from_out: int, from_err: int) -> None:
+        self.to_child: int | None = to_child
+        self.readers: dict[int, bytearray] = {from_out: bytearray(), from_err: bytearray()}
+        self.out = self.readers[from_out]
+        self.err = self.readers[from_err]
+        self.open = {from_out, from_err}
+
+    def exchange(self, stdin: bytes, deadline: float | None) -> None:
+        """Write all of `stdin` (then close it) while reading both outputs to their end."""
+        poller = select.poll()
+        view = memoryview(stdin)
+        sent = 0
+        if self.to_child is not None:
+            if stdin:
+                os.set_blocking(self.to_child, False)
+                poller.register(self.to_child, select.POLLOUT)
+            else:
+                self._close_stdin()
+        for fd in self.open:
+            poller.register(fd, _IN)
+        while self.open or self.to_child is not None:
+            for fd, event in poller.poll(_poll_ms(deadline)):
+                if fd == self.to_child:
+                    if event & _GONE:
+                        poller.unregister(fd)
+                        self._close_stdin()
+                        continue
+                    try:
+                        sent += os.write(fd, view[sent:sent + WRITE_SIZE])
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:  # the child closed its stdin: it wants no more
+                        sent = len(view)
+                    if sent >= len(view):
+                        poller.unregister(fd)
+                        self._close_stdin()
+                elif not self._read(fd):
+                    poller.unregister(fd)
+
+    def drain(self, deadline: float) -> None:
+        """Read until both outputs end or `deadline` passes (after the kill)."""
+        self._close_stdin()
+        poller = select.poll()
+        for fd in self.open:
+            poller.register(fd, _IN)
+        try:
+            while self.open:
+                for fd, _event in poller.poll(_poll_ms(deadline)):
+                    if not self._read(fd):
+                        poller.unregister(fd)
+        except _Expired:  # a descendant that left the group still holds a pipe open
+            pass
+
+    def _read(self, fd: int) -> bool:
+        """Read what is there; False at the end of that stream (then closed)."""
+        data = os.read(fd, READ_SIZE)
+        if data:
+            self.readers[fd] += data
+            return True
+        self.open.discard(fd)
+        os.close(fd)
+        return False
+
+    def _close_stdin(self) -> None:
+        if self.to_child is not None:
+            os.close(self.to_child)
+            self.to_child = None
+
+    def close(self) -> None:
+        self._close_stdin()
+        for fd in self.open:
+            os.close(fd)
+        self.open.clear()
+
+
+def _poll_ms(deadline: float | None) -> int | None:
+    if deadline is None:
+        return None
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise _Expired
+    return max(1, int(left * 1000 + 0.999))
+
+
+def _wait(pid: int, deadline: float | None) -> int:
+    """Reap the child (its outputs have ended), within the deadline."""
+    if deadline is not None:
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:  # a kernel without pidfds: wait without a bound (the pipes have closed, it is exiting)
+            pidfd = -1
+        if pidfd >= 0:
+            try:
+                poller = select.poll()
+                poller.register(pidfd, select.POLLIN)
+                while not poller.poll(_poll_ms(deadline)):
+                    pass
+            finally:
+                os.close(pidfd)
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
+
+
+def _kill_and_reap(pid: int, streams: _Streams) -> None:
+    """SIGKILL the child's whole process group, read what is left for a while, reap the child."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, _signal.SIGKILL)
+    streams.drain(time.monotonic() + DRAIN_AFTER_KILL)
+    streams.close()
+    with contextlib.suppress(ChildProcessError):  # already reaped
+        os.waitpid(pid, 0)
