@@ -182,7 +182,7 @@ class Http11Transport:
         if left <= 0:
             raise TransportError("ConnectTimeout", "timed out")
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=left)
+            sock = _open_socket(self.host, self.port, left)
         except TimeoutError:
             raise TransportError("ConnectTimeout", "timed out") from None
         except OSError as e:
@@ -234,6 +234,34 @@ class Http11Transport:
         if not reusable:
             self.close()
         return Answer(code, reason, headers, content)
+
+
+def _ip_family(host: str) -> int | None:
+    """AF_INET / AF_INET6 for an address literal, None for a name."""
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, host)
+        except OSError:
+            continue
+        return family
+    return None
+
+
+def _open_socket(host: str, port: int, timeout: float) -> socket.socket:
+    """A TCP connection to `host`:`port`. An address literal (what in-cluster credentials and `metaplug install` give)
+    is connected to directly: getaddrinfo would load the C library's NSS modules first (~1-10 ms of a fresh
+    process)."""
+    family = _ip_family(host)
+    if family is None:
+        return socket.create_connection((host, port), timeout=timeout)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(timeout)
+        sock.connect((host, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 class _Stale(Exception):

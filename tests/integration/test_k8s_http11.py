@@ -224,6 +224,34 @@ def test_a_slow_trickle_is_bounded_as_a_whole(raw_server: Callable[..., str]) ->
     assert e.value.kind == "ReadTimeout" and time.monotonic() - started < 0.9
 
 
+@pytest.mark.parametrize(("bind", "host"), [("127.0.0.1", "127.0.0.1"), ("127.0.0.1", "localhost"),
+                                          ("::1", "[::1]")])
+def test_address_literals_and_names(bind: str, host: str) -> None:
+    """An address literal is connected to directly (no getaddrinfo), a name is resolved; IPv6 in brackets."""
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    try:
+        listener = socket.create_server((bind, 0), family=family)
+    except OSError:
+        pytest.skip(f"no {bind} here")
+    body = b'{"kind": "Status"}'
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            _read_request(conn)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    transport = Http11Transport(f"http://{host}:{listener.getsockname()[1]}", None)
+    try:
+        answer = transport.request("GET", "/api", None, {}, timeout=5)
+    finally:
+        transport.close()
+        listener.close()
+    assert answer.status_code == 200 and answer.json() == {"kind": "Status"}
+
+
 def test_connect_refused_names_it() -> None:
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
