@@ -223,3 +223,27 @@ def test_duty10_prev_result_is_carried_forward(world: MetaplugWorld, pod: Netns)
         ("earlier0", "192.0.2.9/24"), ("eth0", "10.88.0.2/24")}
     assert {"dst": "198.51.100.0/24", "gw": "192.0.2.1"} in result["routes"]
     assert world.call("DEL", conf, pod=pod).code == 0
+
+
+def _imported(stderr: str) -> set[str]:
+    """Module names from `-X importtime` lines (PYTHONPROFILEIMPORTTIME) on stderr."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+def test_thin_calls_import_budget(world: MetaplugWorld, pod: Netns) -> None:
+    """Start-up budget (issue 10.7), measured on a real ADD, CHECK and DEL with delegates: no subprocess (delegates run
+    through os.posix_spawn), no socket on ADD and DEL, no threading or logging on DEL (at the default log level), no
+    httpx, pydantic or dataclasses."""
+    conf = {**three_networks(world), "logLevel": "warning"}  # the default: no record, so no `logging`
+    profile = {"PYTHONPROFILEIMPORTTIME": "1"}
+    seen = {}
+    for verb in ("ADD", "CHECK", "DEL"):
+        call = world.call(verb, conf, pod=pod, mode="thin", extra_env=profile)
+        assert call.code == 0, call.stdout + call.stderr
+        seen[verb] = _imported(call.stderr)
+        assert "metaplug.cni.invoke" in seen[verb], verb  # the profile was taken (delegates ran)
+    never = {"subprocess", "httpx", "pydantic", "pydantic_core", "pyroute2", "dataclasses", "urllib.parse", "random"}
+    for verb, modules in seen.items():
+        assert not modules & never, (verb, sorted(modules & never))
+    assert "socket" not in seen["ADD"] | seen["DEL"]
+    assert not {"threading", "logging"} & seen["DEL"], sorted(seen["DEL"])
