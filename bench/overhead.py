@@ -80,16 +80,11 @@ def find_binary(plugin_type: str, paths: list[str]) -> str:
 def thin_executable(work: Path, console_script: Path) -> str:
     """What `metaplug install --mode thin` puts on the host for this console script: the -I -S launcher
     (metaplug/launcher.py), or the console script itself when install would copy it unchanged."""
-    from metaplug import launcher
+    from metaplug.launcher import write_launcher
 
-    script = launcher.for_console_script(str(console_script), console_script.read_bytes())
-    if script is None:
-        return str(console_script)
     path = work / "bin" / "metaplug"
     path.parent.mkdir()
-    path.write_bytes(script)
-    path.chmod(0o755)
-    return str(path)
+    return str(path) if write_launcher(str(console_script), str(path)) else str(console_script)
 
 
 def make_plan(work: Path, pod: str, delegates: str, plugin_dir: str, pairs: int, warmup: int,

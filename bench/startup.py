@@ -23,6 +23,7 @@ import marshal
 import platform
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,19 +80,26 @@ class Case:
     bad_exits: int = 0
 
 
-def build_cases(bin_dir: Path) -> tuple[list[Case], list[str]]:
-    """The commands to measure, and notes about the ones left out."""
+def build_cases(bin_dir: Path, launcher: Path | None = None) -> tuple[list[Case], list[str]]:
+    """The commands to measure, and notes about the ones left out. `launcher`: what `metaplug install --mode thin`
+    writes for the console script (metaplug/launcher.py), measured beside it."""
     base = {"PATH": f"{bin_dir}:{BASE_PATH}"}
     version_in = b'{"cniVersion":"1.1.0"}'
     metaplug = str(bin_dir / "metaplug")
     cases = [
         Case("python3 -c pass", [sys.executable, "-c", "pass"], dict(base), b"", True),
+        Case("python3 -I -S -c pass", [sys.executable, "-I", "-S", "-c", "pass"], dict(base), b"", True),
         Case("metaplug VERSION", [metaplug], {**base, "CNI_COMMAND": "VERSION"}, version_in, True, metaplug=True),
         # cni.md 2: ADD without CNI_CONTAINERID/NETNS/IFNAME/PATH is rejected before the config is looked at.
         Case("metaplug ADD, missing CNI_* vars", [metaplug], {**base, "CNI_COMMAND": "ADD"},
              b'{"cniVersion":"1.1.0","name":"bench","type":"metaplug"}', False, metaplug=True),
     ]
     notes: list[str] = []
+    if launcher is not None:
+        cases.append(Case("metaplug VERSION, installed launcher", [str(launcher)], {**base, "CNI_COMMAND": "VERSION"},
+                          version_in, True))
+    else:
+        notes.append("the installed launcher left out: install would copy the console script unchanged")
     shim = bin_dir / "metaplug-shim"
     if shim.exists():  # daemon mode's static shim answers VERSION itself; /bin/true is the floor of any exec
         cases.append(Case("/bin/true", ["/bin/true"], dict(base), b"", True))
@@ -202,13 +210,19 @@ def main(argv: list[str] | None = None) -> int:
     if not (bin_dir / "metaplug").exists():
         print(f"no metaplug console script in {bin_dir}; run with the venv's python", file=sys.stderr)
         return 2
-    cases, notes = build_cases(bin_dir)
-    for case in cases:
-        problem = sanity(case)
-        if problem is not None:
-            print(f"{case.label}: {problem}", file=sys.stderr)
-            return 2
-    floor = measure(cases, opts.runs)
+    from metaplug.launcher import write_launcher
+
+    with tempfile.TemporaryDirectory(prefix="mp-startup-") as tmp:
+        launcher: Path | None = Path(tmp) / "metaplug"
+        if not write_launcher(str(bin_dir / "metaplug"), str(launcher)):
+            launcher = None
+        cases, notes = build_cases(bin_dir, launcher)
+        for case in cases:
+            problem = sanity(case)
+            if problem is not None:
+                print(f"{case.label}: {problem}", file=sys.stderr)
+                return 2
+        floor = measure(cases, opts.runs)
     report = summary(cases, floor, opts.runs, notes)
     print(json.dumps(report, indent=2) if opts.json else markdown(report))
     b = report["budget"]

@@ -24,11 +24,9 @@ PIP_STYLE = "#!{python}\n# -*- coding: utf-8 -*-\nimport re\nimport sys\nfrom me
 
 
 def write_launcher(source: Path, dest: Path) -> bytes:
-    script = launcher.for_console_script(str(source), source.read_bytes())
-    assert script is not None
-    dest.write_bytes(script)
-    dest.chmod(0o755)
-    return script
+    assert launcher.write_launcher(str(source), str(dest))
+    assert dest.stat().st_mode & 0o777 == 0o755
+    return dest.read_bytes()
 
 
 def version(executable: Path, **env: str) -> subprocess.CompletedProcess[bytes]:
