@@ -35,10 +35,12 @@ MAX_BODY = 64 * 1024 * 1024  # far above any pod or NAD object
 RECV_SIZE = 64 * 1024
 
 
-def split_server(server: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of `https://host[:port]` / `http://[v6]:port`; the host without IPv6 brackets."""
+def split_server(server: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path prefix) of `https://host[:port][/prefix]` / `http://[v6]:port`; the host without
+    IPv6 brackets, the prefix without a trailing slash ("" for none: a server behind a proxy such as Rancher's
+    `https://rancher/k8s/clusters/c-x` keeps it in front of every request path, as httpx's base_url does)."""
     scheme, _, rest = server.partition("://")
-    hostport = rest.split("/", 1)[0]
+    hostport, slash, prefix = rest.partition("/")
     if hostport.startswith("["):
         host, _, tail = hostport[1:].partition("]")
         port_text = tail.removeprefix(":")
@@ -51,7 +53,7 @@ def split_server(server: str) -> tuple[str, str, int]:
         raise ValueError(f"invalid port in {server!r}") from None
     if not host or not 0 < port < 65536:
         raise ValueError(f"invalid server address {server!r}")
-    return scheme, host, port
+    return scheme, host, port, (slash + prefix).rstrip("/").split("?", 1)[0]
 
 
 class _Connection:
@@ -130,7 +132,7 @@ class Http11Transport:
 
     def __init__(self, server: str, context: ssl.SSLContext | None, *, tls_server_name: str | None = None,
                  default_headers: Mapping[str, str] | None = None) -> None:
-        self.scheme, self.host, self.port = split_server(server)
+        self.scheme, self.host, self.port, self.prefix = split_server(server)
         if self.scheme == "https" and context is None:
             raise ValueError("an https server needs an SSL context")
         self.context = context
@@ -166,7 +168,7 @@ class Http11Transport:
 
     # -- internals --------------------------------------------------------------------------------------------------
     def _head(self, method: str, path: str, body: bytes | None, headers: Mapping[str, str]) -> bytes:
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host_header}"]
+        lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host_header}"]
         merged = {**self.default_headers, **headers}
         for name, value in merged.items():
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:

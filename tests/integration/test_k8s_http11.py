@@ -227,29 +227,33 @@ def test_a_slow_trickle_is_bounded_as_a_whole(raw_server: Callable[..., str]) ->
 @pytest.mark.parametrize(("bind", "host"), [("127.0.0.1", "127.0.0.1"), ("127.0.0.1", "localhost"),
                                           ("::1", "[::1]")])
 def test_address_literals_and_names(bind: str, host: str) -> None:
-    """An address literal is connected to directly (no getaddrinfo), a name is resolved; IPv6 in brackets."""
+    """An address literal is connected to directly (no getaddrinfo), a name is resolved; IPv6 in brackets; a path in
+    the server URL prefixes every request (a cluster behind a proxy)."""
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     try:
         listener = socket.create_server((bind, 0), family=family)
     except OSError:
         pytest.skip(f"no {bind} here")
     body = b'{"kind": "Status"}'
+    seen: list[bytes] = []
 
     def serve() -> None:
         conn, _ = listener.accept()
         with conn:
-            _read_request(conn)
+            seen.append(_read_request(conn))
             conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
-    transport = Http11Transport(f"http://{host}:{listener.getsockname()[1]}", None)
+    port = listener.getsockname()[1]
+    transport = Http11Transport(f"http://{host}:{port}/k8s/clusters/c-x", None)
     try:
         answer = transport.request("GET", "/api", None, {}, timeout=5)
     finally:
         transport.close()
         listener.close()
     assert answer.status_code == 200 and answer.json() == {"kind": "Status"}
+    assert seen[0].startswith(f"GET /k8s/clusters/c-x/api HTTP/1.1\r\nHost: {host}:{port}\r\n".encode())
 
 
 def test_connect_refused_names_it() -> None:
@@ -263,11 +267,13 @@ def test_connect_refused_names_it() -> None:
 
 
 def test_split_server() -> None:
-    assert split_server("https://10.0.0.1:6443") == ("https", "10.0.0.1", 6443)
-    assert split_server("https://api.example") == ("https", "api.example", 443)
-    assert split_server("http://api.example") == ("http", "api.example", 80)
-    assert split_server("https://[fd00::1]:6443") == ("https", "fd00::1", 6443)
-    assert split_server("https://[fd00::1]") == ("https", "fd00::1", 443)
+    assert split_server("https://10.0.0.1:6443") == ("https", "10.0.0.1", 6443, "")
+    assert split_server("https://api.example") == ("https", "api.example", 443, "")
+    assert split_server("http://api.example/") == ("http", "api.example", 80, "")
+    assert split_server("https://[fd00::1]:6443") == ("https", "fd00::1", 6443, "")
+    assert split_server("https://[fd00::1]") == ("https", "fd00::1", 443, "")
+    assert split_server("https://rancher.example/k8s/clusters/c-x/") == ("https", "rancher.example", 443,
+                                                                         "/k8s/clusters/c-x")
     for bad in ("https://", "https://host:http", "https://host:70000"):
         with pytest.raises(ValueError):
             split_server(bad)
