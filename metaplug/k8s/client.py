@@ -212,9 +212,12 @@ def open_transport(creds: Credentials, user_agent: str = "metaplug") -> Transpor
     from metaplug.k8s.http11 import Http11Transport
 
     https = creds.server.startswith("https://")
-    return Http11Transport(creds.server, ssl_context(creds) if https else None,
-                           tls_server_name=creds.tls_server_name,
-                           default_headers={"User-Agent": user_agent, "Accept": "application/json"})
+    context = ssl_context(creds) if https else None
+    try:
+        return Http11Transport(creds.server, context, tls_server_name=creds.tls_server_name,
+                               default_headers={"User-Agent": user_agent, "Accept": "application/json"})
+    except ValueError as e:
+        raise CniError(INVALID_NETWORK_CONFIG, "invalid kubeconfig", f"{creds.source}: {e}") from None
 
 
 def request_extensions(creds: Credentials) -> dict[str, Any]:

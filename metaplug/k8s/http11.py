@@ -171,8 +171,9 @@ class Http11Transport:
         lines = [f"{method} {self.prefix}{path} HTTP/1.1", f"Host: {self.host_header}"]
         merged = {**self.default_headers, **headers}
         for name, value in merged.items():
+            # never let a value (a token file's content, say) split the request into two
             if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
-                raise ValueError(f"header {name!r} holds a line break")
+                raise TransportError("LocalProtocolError", f"header {name} holds a line break")
             lines.append(f"{name}: {value}")
         if body is not None or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")

@@ -266,6 +266,20 @@ def test_connect_refused_names_it() -> None:
     assert e.value.kind == "ConnectError" and "refused" in str(e.value).lower()
 
 
+def test_unusable_server_url_or_token_is_a_cni_error(tmp_path: Path) -> None:
+    """A server URL with a bad port is the kubeconfig's fault (code 7); a token with a line break never splits the
+    request (it becomes a failed attempt, not a second header)."""
+    with pytest.raises(CniError) as e:
+        KubeClient(Credentials(server="https://api.example:port", token="raw-server-token", source="kc"))
+    assert e.value.code == 7 and "kc" in e.value.details and "port" in e.value.details
+    token = tmp_path / "token"
+    token.write_text("abc\nInjected: yes\n")
+    with KubeClient(Credentials(server="http://127.0.0.1:9", token_file=str(token)), deadline=0.3) as kube, \
+            pytest.raises(CniError) as e:
+        kube.get_pod(NS, POD)
+    assert e.value.code == TRY_AGAIN_LATER and "line break" in e.value.details
+
+
 def test_split_server() -> None:
     assert split_server("https://10.0.0.1:6443") == ("https", "10.0.0.1", 6443, "")
     assert split_server("https://api.example") == ("https", "api.example", 443, "")
