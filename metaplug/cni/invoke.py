@@ -151,8 +151,9 @@ def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float
         if status == 0:
             return _decode_success(name, command, out)
         raise _failure(name, command, status, out, err)
+    child = _spawn(plugin_path, env)
     try:
-        status, out, err = _spawn(plugin_path, stdin, env, timeout)
+        status, out, err = child.communicate(stdin, timeout)
     except spawn.Timeout:
         raise CniError(DELEGATE_TIMEOUT, f"{name} timed out after {_seconds(timeout)} s",
                        f"{command} of {plugin_path} did not finish; its process group was killed") from None
@@ -224,14 +225,14 @@ def probe_version(
 # --- internals -------------------------------------------------------------------------------------------------------
 
 
-def _spawn(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> spawn.Finished:
-    """Run the delegate in a process group of its own (a timeout kills it and all it spawned: spawn.Timeout); retry
-    the start on ETXTBSY (duty 24); a missing/unrunnable file is a CniError."""
+def _spawn(plugin_path: str, env: Mapping[str, str]) -> spawn.Child:
+    """Start the delegate in a process group of its own (a timeout kills it and all it spawned); retry on ETXTBSY
+    (duty 24); a missing/unrunnable file is a CniError."""
     delay = ETXTBSY_FIRST_DELAY
     attempt = 0
     while True:
         try:
-            return spawn.run(plugin_path, stdin, env, timeout)
+            return spawn.Child(plugin_path, env)
         except OSError as exc:
             if exc.errno == errno.ETXTBSY and attempt < ETXTBSY_RETRIES:
                 attempt += 1

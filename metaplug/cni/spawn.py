@@ -41,21 +41,33 @@ class Timeout(Exception):
     """The child did not finish within the timeout; its process group was killed and it was reaped."""
 
 
+class Child:
+    """A started child: feed it, read it and reap it with communicate() (once)."""
+
+    def __init__(self, path: str, env: Mapping[str, str]) -> None:
+        """Start `path` (OSError when it cannot be executed: nothing runs, nothing leaks)."""
+        self.pid, to_child, from_out, from_err = _start(path, env)
+        self.streams = _Streams(to_child, from_out, from_err)
+
+    def communicate(self, stdin: bytes, timeout: float | None) -> Finished:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        streams = self.streams
+        try:
+            streams.exchange(stdin, deadline)
+            status = _wait(self.pid, deadline)
+        except BaseException as exc:
+            _kill_and_reap(self.pid, streams)
+            if isinstance(exc, _Expired):
+                raise Timeout from None
+            raise
+        finally:
+            streams.close()
+        return Finished(status, bytes(streams.out), bytes(streams.err))
+
+
 def run(path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> Finished:
-    deadline = None if timeout is None else time.monotonic() + timeout
-    pid, to_child, from_out, from_err = _start(path, env)
-    streams = _Streams(to_child, from_out, from_err)
-    try:
-        streams.exchange(stdin, deadline)
-        status = _wait(pid, deadline)
-    except BaseException as exc:
-        _kill_and_reap(pid, streams)
-        if isinstance(exc, _Expired):
-            raise Timeout from None
-        raise
-    finally:
-        streams.close()
-    return Finished(status, bytes(streams.out), bytes(streams.err))
+    """Start `path`, write `stdin`, read both outputs, reap it: Popen + communicate in one."""
+    return Child(path, env).communicate(stdin, timeout)
 
 
 class _Expired(Exception):
@@ -74,9 +86,12 @@ def _above_stdio(fd: int) -> int:
 
 def _inherited_fds() -> list[int]:
     """Our descriptors above 2 that an exec would pass on (from the runtime, say): the child must not get them."""
+    try:
+        candidates = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # no /proc: try every possible descriptor
+        candidates = list(range(3, min(os.sysconf("SC_OPEN_MAX"), 65536)))
     found = []
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
+    for fd in candidates:
         if fd > 2:
             try:
                 if os.get_inheritable(fd):

@@ -46,9 +46,20 @@ def test_a_child_that_ignores_its_stdin(tmp_path: Path) -> None:
     assert spawn.run(plugin, b"x" * 1024 * 1024, {}, timeout=10) == spawn.Finished(0, b"done\n", b"")
 
 
-def test_own_session_signal_defaults_and_no_inherited_descriptors(tmp_path: Path) -> None:
+@pytest.mark.parametrize("proc_fd", [True, False])
+def test_own_session_signal_defaults_and_no_inherited_descriptors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   proc_fd: bool) -> None:
     """The child leads a session of its own, has SIGPIPE at its default (Python ignores it; that would be inherited)
     and gets no descriptor of ours beyond its pipes, even one marked inheritable (as a runtime may pass them)."""
+    if not proc_fd:  # no /proc/self/fd to list (a container without /proc): every possible descriptor is checked
+        real_listdir = os.listdir
+
+        def listdir(path: str = ".") -> list[str]:
+            if str(path) == "/proc/self/fd":
+                raise FileNotFoundError(path)
+            return real_listdir(path)
+
+        monkeypatch.setattr(os, "listdir", listdir)
     leaked = os.open("/dev/null", os.O_RDONLY)
     os.set_inheritable(leaked, True)
     try:
