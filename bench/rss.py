@@ -43,7 +43,9 @@ def cases(plan: dict[str, Any], api: bool) -> list[dict[str, Any]]:
         for n, (suffix, stdin) in enumerate(variants):
             for verb in VERBS:
                 env = {**overhead.cni_env(plan, verb, f"rss{n}{len(package)}", "eth0"), **extra_env}
-                out.append({"label": verb + suffix + package, "argv": [plan["metaplug"]], "env": env,
+                # the baseline through pip's console script: the installed launcher (-I) ignores PYTHONPATH
+                executable = plan["console_script"] if extra_env else plan["metaplug"]
+                out.append({"label": verb + suffix + package, "argv": [executable], "env": env,
                             "stdin": stdin.encode()})
     return out
 
