@@ -5,10 +5,12 @@ journal, and posts FailedAddingInterface for an element it cannot attach; the po
 from __future__ import annotations
 
 import json
+import time
+from datetime import datetime
 from typing import Any
 
 from tests.helpers.kube_sim import KubeSim
-from tests.helpers.metaplug_env import MetaplugWorld
+from tests.helpers.metaplug_env import Daemon, MetaplugWorld
 from tests.helpers.netns import Netns
 from tests.integration.test_daemon import wait_for
 from tests.integration.test_daemon_k8s import UID, args, red, sim, start
@@ -31,6 +33,26 @@ def interfaces(world: MetaplugWorld, sim: KubeSim) -> list[str] | None:
     if published is None or json.loads(published) != journal_body(world)["status"]:
         return None
     return [entry["interface"] for entry in json.loads(published)]
+
+
+def pod_del_leaves_nothing(world: MetaplugWorld, conf: dict[str, Any], pod: Netns, daemon: Daemon) -> None:
+    """The pod's DEL removes every attachment, hot-plugged ones included, with no IP or interface leaked."""
+    delete = world.call("DEL", conf, pod=pod, args=args())
+    assert delete.code == 0, delete.stdout
+    assert [name for name in pod.links() if name != "lo"] == []
+    assert world.reservations() == [] and world.state_files() == []
+    assert "reconciling a pod failed" not in daemon.log()
+
+
+def pod_with_red(world: MetaplugWorld, sim: KubeSim, pod: Netns) -> tuple[Daemon, dict[str, Any]]:
+    """NADs red and green; the pod asks for red and is ADDed with a daemon watching."""
+    sim.add_nad("default", "red", red(world))
+    sim.add_nad("default", "green", red(world, "10.98.0.0/24", "mpgreen0", "green"))
+    sim.add_pod("default", "web", uid=UID, annotations={NETWORKS: json.dumps([{"name": "red"}])})
+    daemon, conf = start(world, sim)
+    add = world.call("ADD", conf, pod=pod, args=args())
+    assert add.code == 0, add.stdout + add.stderr
+    return daemon, conf
 
 
 def test_annotation_changes_are_applied_to_the_running_pod(world: MetaplugWorld, sim: KubeSim, pod: Netns) -> None:
@@ -64,23 +86,14 @@ def test_annotation_changes_are_applied_to_the_running_pod(world: MetaplugWorld,
     check = world.call("CHECK", conf, pod=pod, args=args())
     assert check.code == 0, check.stdout + check.stderr
 
-    delete = world.call("DEL", conf, pod=pod, args=args())
-    assert delete.code == 0, delete.stdout
-    assert [name for name in pod.links() if name != "lo"] == []
-    assert world.reservations() == [] and world.state_files() == []
-    assert "reconciling a pod failed" not in daemon.log()
+    pod_del_leaves_nothing(world, conf, pod, daemon)
 
 
 def test_a_change_made_while_the_daemon_was_down_is_applied_once_it_is_back(world: MetaplugWorld, sim: KubeSim,
                                                                              pod: Netns) -> None:
     """No watch sees what changed while no daemon ran: after its first sync, the daemon reconciles every cached pod
     (and leaves alone those whose journal already matches)."""
-    sim.add_nad("default", "red", red(world))
-    sim.add_nad("default", "green", red(world, "10.98.0.0/24", "mpgreen0", "green"))
-    sim.add_pod("default", "web", uid=UID, annotations={NETWORKS: json.dumps([{"name": "red"}])})
-    _, conf = start(world, sim)
-    add = world.call("ADD", conf, pod=pod, args=args())
-    assert add.code == 0, add.stdout + add.stderr
+    daemon, conf = pod_with_red(world, sim, pod)
     assert interfaces(world, sim) == ["eth0", "net1"]
 
     world.stop_daemon()
@@ -89,8 +102,56 @@ def test_a_change_made_while_the_daemon_was_down_is_applied_once_it_is_back(worl
     wait_for(lambda: interfaces(world, sim) == ["eth0", "net1", "net2"], what="green attached after the restart")
     assert pod.addresses("net1") == ["10.99.0.2/24"] and pod.addresses("net2") == ["10.98.0.2/24"]
 
-    delete = world.call("DEL", conf, pod=pod, args=args())
-    assert delete.code == 0, delete.stdout
-    assert [name for name in pod.links() if name != "lo"] == []
-    assert world.reservations() == [] and world.state_files() == []
-    assert "reconciling a pod failed" not in daemon.log()
+    pod_del_leaves_nothing(world, conf, pod, daemon)
+
+
+def failed_attempts(sim: KubeSim) -> list[str]:
+    return [e["message"] for e in sim.events if e.get("reason") == "FailedAddingInterface"]
+
+
+def test_a_failing_element_is_retried_only_on_later_changes_with_backoff(world: MetaplugWorld, sim: KubeSim,
+                                                                         pod: Netns) -> None:
+    """Issue 12.1 (backoff.py): a failing element is tried once per change of the annotation, never again for the
+    same annotation (a relist, a pod update that leaves it alone); a later change retries it, no sooner than its
+    backoff (1 s, doubling); one event per attempt; it succeeds once what it needs exists and the next change comes."""
+    daemon, conf = pod_with_red(world, sim, pod)
+
+    annotate(sim, [{"name": "red"}, {"name": "later"}])
+    wait_for(lambda: len(failed_attempts(sim)) == 1, what="the first attempt's event")
+    assert "default/later" in failed_attempts(sim)[0]
+
+    # the same annotation again: a pod update that leaves it alone, then a relist after compaction (410)
+    sim.add_pod("default", "web", uid=UID, annotations={**sim.annotations("default", "web"), "touched": "1"})
+    sim.compact()
+    sim.drop_watches()
+    sim.wait_watching(2)
+    sim.add_pod("default", "web", uid=UID, annotations={**sim.annotations("default", "web"), "touched": "2"})
+    time.sleep(3)
+    assert len(failed_attempts(sim)) == 1, failed_attempts(sim)
+
+    # a later change: green is attached at once, `later` tried once more
+    annotate(sim, [{"name": "red"}, {"name": "later"}, {"name": "green"}])
+    wait_for(lambda: interfaces(world, sim) == ["eth0", "net1", "net2"], what="green attached")
+    wait_for(lambda: len(failed_attempts(sim)) == 2, what="the second attempt's event")
+    # a change right after it: `later` waits out its backoff (2 s now), then is tried once, and not again
+    annotate(sim, [{"name": "later"}, {"name": "red"}, {"name": "green"}])
+    wait_for(lambda: len(failed_attempts(sim)) == 3, what="the owed attempt after the backoff")
+    time.sleep(5)
+    assert len(failed_attempts(sim)) == 3, failed_attempts(sim)
+    attempts = [json.loads(line) for line in daemon.log().splitlines() if '"live change failed"' in line]
+    assert [a["failures"] for a in attempts] == [1, 2, 3], attempts
+    second, third = (datetime.fromisoformat(a["ts"].replace("Z", "+00:00")) for a in attempts[1:])
+    assert (third - second).total_seconds() >= 1.9, (second, third)  # not before the 2 s backoff ended
+    assert "backing off" in daemon.log()
+
+    # what it needs now exists: still nothing without a change; with the next one it is attached
+    sim.add_nad("default", "later", red(world, "10.96.0.0/24", "mplater0", "later"))
+    time.sleep(2)
+    assert interfaces(world, sim) == ["eth0", "net1", "net2"]
+    annotate(sim, [{"name": "later"}, {"name": "red"}])
+    wait_for(lambda: [s["name"] for s in journal_body(world)["status"]] == ["cluster", "default/red", "default/later"]
+             and interfaces(world, sim) == ["eth0", "net1", "net2"], what="green detached, later attached in its place")
+    assert pod.addresses("net2") == ["10.96.0.2/24"]
+    assert len(failed_attempts(sim)) == 3
+
+    pod_del_leaves_nothing(world, conf, pod, daemon)
