@@ -7,10 +7,14 @@ pieces, never a copy:
 - attach: the element is validated as an annotation element (R4-R16), its NAD resolved (R1-R3, R29), its ifname is
   its `interface` or the next free `net<N>` (R9: not used by another attachment, not present in the netns), its
   runtimeConfig and capabilities checked as ADD does (`plan.secondary_attachment`, R7-R14, R30), its binaries found;
-  then it is journaled "planned", "adding", "added" by `runner.run_attachments`, exactly like ADD. A failure DELs that
-  attachment only (R27 for one element): the container's other interfaces are untouched.
+  then it is journaled "planned", "adding", "added" by `runner.run_attachments`, exactly like ADD. An element with
+  `default-route` (R13: one owner per pod, so refused while another attachment owns it) then moves the pod's default
+  route as ADD does (`netns.move_default_route`: the cluster network's default routes of the gateways' families go,
+  the default goes via the gateways on the new interface). A failure DELs that attachment only (R27 for one
+  element), and puts back the cluster network's default route when it had moved: the other interfaces are untouched.
 - detach: DEL of exactly the recorded config of that attachment (`plugin._delete_attachments`); never the cluster
-  network (R24).
+  network (R24). Detaching the default route's owner (hot-plugged or made at ADD) puts the cluster network's default
+  routes back, as its recorded result lists them (`restore_cluster_default`).
 After every change the merged result and network-status are recomputed (`plugin.summarize`) and journaled, so CHECK
 covers hot-plugged attachments and the pod's DEL removes them; with a kubeconfig, network-status is published.
 """
@@ -28,6 +32,7 @@ from metaplug.cni.env import CniEnv
 from metaplug.cni.errors import (
     DEL_INCOMPLETE,
     INVALID_NETWORK_CONFIG,
+    IO_FAILURE,
     TRY_AGAIN_LATER,
     UNKNOWN_CONTAINER,
     CniError,
@@ -177,10 +182,11 @@ def _plan_element(cfg: MetaplugConfig, body: JournalRecord, element: JsonObject)
     pod_namespace = (body.get("pod") or {}).get("namespace") or "default"
     (sel,) = parse_networks_annotation(json.dumps([element]), pod_namespace)  # R4-R16, errors name the field
     if sel.default_route:
-        # R13 moves the pod's default route at ADD; moving it on a running pod would cut its connections
-        raise CniError(INVALID_NETWORK_CONFIG, f"invalid {NETWORKS_ANNOTATION} element",
-                       f"network {sel.index} ({sel.namespace}/{sel.name}): 'default-route' cannot be hot-plugged "
-                       "(R13 applies at the pod's ADD)")
+        owner = next((a for a in body["attachments"] if a["defaultRoute"]), None)
+        if owner is not None:
+            raise CniError(INVALID_NETWORK_CONFIG, f"invalid {NETWORKS_ANNOTATION} element",
+                           f"network {sel.index} ({sel.namespace}/{sel.name}): 'default-route' is already owned by "
+                           f"{owner['ifname']} ({owner['network']}); one element only (R13): detach that first")
     resolver = plugin.nad_resolver(cfg, _kube(cfg, body))
     resolved = resolver.nad(sel.namespace, sel.name, pod_namespace=pod_namespace,
                             what=f"network {sel.index} ({sel.namespace}/{sel.name})")
@@ -201,17 +207,22 @@ def _plan_element(cfg: MetaplugConfig, body: JournalRecord, element: JsonObject)
 
 def _attach_locked(cfg: MetaplugConfig, key: journal.JournalKey, body: JournalRecord,
                    record: AttachmentRecord) -> Outcome:
-    from metaplug import plugin
+    from metaplug import netns, plugin
     from metaplug.runner import run_attachments
 
     earlier = body["attachments"][:-1]
     try:
         results = recorded_results(earlier)
         results += run_attachments(key, body, start=len(earlier))
+        if record["defaultRoute"]:  # R13 exactly as ADD does it (plugin._finish)
+            netns.move_default_route(body["netns"], body["attachments"][0]["ifname"], record["ifname"],
+                                     record["defaultRoute"])
         status = commit(key, body, results)
     except BaseException as exc:
         # R27 for this element only: its DEL, the pod's other attachments stay as they are
         failures = plugin._delete_attachments(key, _env(key, body, "DEL"), body, only=[record])
+        if record["defaultRoute"] and record not in body["attachments"]:
+            failures += restore_cluster_default(body, record)
         journal.write(key, body)  # the pod's result and status as before (a record whose DEL failed stays for DEL)
         raise plugin.rolled_back(exc, failures, "attach") from exc
     log.info("attachment hot-plugged", extra={"ifname": record["ifname"], "status_name": record["network"]})
@@ -231,16 +242,35 @@ def detach(cfg: MetaplugConfig, key: journal.JournalKey, ifname: str) -> Outcome
         if attachment["cluster"]:
             raise CniError(INVALID_NETWORK_CONFIG, "the cluster network cannot be detached",
                            f"{ifname} ({attachment['network']}) is the pod's cluster network (R24); DEL the pod")
-        if attachment["defaultRoute"]:
-            raise CniError(INVALID_NETWORK_CONFIG, "the attachment owning the default route cannot be detached",
-                           f"{ifname} ({attachment['network']}) carries the pod's default route (R13)")
         failures = plugin._delete_attachments(key, _env(key, body, "DEL"), body, only=[attachment])
         if failures:
             raise CniError(DEL_INCOMPLETE, f"detach of {ifname} failed; it stays recorded", "; ".join(failures))
+        # R13 undone: the default route goes back to the cluster network, as its recorded result gives it
+        unrestored = restore_cluster_default(body, attachment) if attachment["defaultRoute"] else []
         status = commit(key, body, recorded_results(body["attachments"]))
+    if unrestored:
+        _publish(cfg, body, status)
+        raise CniError(IO_FAILURE, f"{ifname} detached, but the pod's default route could not be restored",
+                       "; ".join(unrestored))
     log.info("attachment unplugged", extra={"ifname": ifname, "status_name": attachment["network"]})
     _publish(cfg, body, status)
     return _outcome("detach", key, attachment, status)
+
+
+def restore_cluster_default(body: JournalRecord, owner: AttachmentRecord) -> list[str]:
+    """Undo R13 after `owner` (which owned the pod's default route) is gone: the cluster network's default routes, of
+    the families of the owner's gateways, as the cluster network's recorded result lists them, go back on its
+    interface (ADD removed exactly those when it moved the default route). Returns the problems."""
+    from metaplug import netns
+    from metaplug.merge import is_default_route
+
+    families = {":" in gw for gw in owner["defaultRoute"]}  # True: IPv6
+    cluster = body["attachments"][0]
+    (result,) = recorded_results([cluster])
+    routes = [r for r in result.get("routes") or [] if is_default_route(r) and (":" in str(r["dst"])) in families]
+    if not routes:
+        return []
+    return netns.restore_default_routes(body["netns"], cluster["ifname"], routes)
 
 
 def find_attachment(body: JournalRecord, ifname: str) -> AttachmentRecord:

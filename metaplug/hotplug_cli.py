@@ -31,6 +31,8 @@ def add_arguments(sub: Any) -> None:
                              "else the next free net<N>")
     attach.add_argument("--ips", nargs="+", metavar="IP", help="static addresses (runtimeConfig ips, R7)")
     attach.add_argument("--mac", help="the interface's MAC (runtimeConfig mac, R8)")
+    attach.add_argument("--default-route", nargs="+", metavar="GW",
+                        help="move the pod's default route to this attachment's gateway(s), one per IP family (R13)")
     _common(attach)
     detach = sub.add_parser("detach", help="unplug an interface of a running container (DEL of its recorded config)")
     detach.add_argument("container_id", metavar="CONTAINER_ID")
@@ -62,7 +64,7 @@ def operation_of(args: argparse.Namespace) -> Operation:
     conf = _conf(args)
     operation: Operation = {"operation": args.command, "containerId": args.container_id, "conf": conf}
     if args.command == "attach":
-        operation["element"] = element_of(args.network, args.ips, args.mac)
+        operation["element"] = element_of(args.network, args.ips, args.mac, args.default_route)
     else:
         operation["ifname"] = args.ifname
     if args.command == "set-bandwidth":
@@ -72,7 +74,8 @@ def operation_of(args: argparse.Namespace) -> Operation:
     return operation
 
 
-def element_of(network: str, ips: list[str] | None, mac: str | None) -> JsonObject:
+def element_of(network: str, ips: list[str] | None, mac: str | None,
+               default_route: list[str] | None = None) -> JsonObject:
     """NETWORK[@IFNAME] and the flags as a selection element (validated by the core, R4-R16)."""
     reference, _, ifname = network.partition("@")
     namespace, sep, name = reference.rpartition("/")
@@ -85,6 +88,8 @@ def element_of(network: str, ips: list[str] | None, mac: str | None) -> JsonObje
         element["ips"] = ips
     if mac:
         element["mac"] = mac
+    if default_route:
+        element["default-route"] = default_route
     return element
 
 

@@ -85,6 +85,9 @@ if TYPE_CHECKING:
         cniArgs: NotRequired[str]  # this attachment's own CNI_ARGS (R30); absent in older journals: the record's
         state: AttachmentState  # "planned" (not started), "adding" (delegate ADD running), "added" (result below)
         result: Result | None  # the conflist's final ADD result in its own cniVersion; None until "added"
+        # the element's `cni-args` (R10) as it asked them, already merged into `conflist` (hot-plug compares a changed
+        # element with it); absent when it asked none, and in older journals (then inferred from `conflist`)
+        requestedCniArgs: NotRequired[JsonObject]
 
     class JournalRecord(TypedDict):
         """Everything metaplug made for one container + meta network + CNI_IFNAME (the journal file's `body`)."""

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from metaplug.cni import ns
-from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
+from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CniError
 
 T = TypeVar("T")
 
@@ -94,6 +94,8 @@ def move_default_route(path: str, old_ifname: str | None, new_ifname: str, gatew
     gws = [ipaddress.ip_address(g) for g in gateways]
 
     def apply() -> None:
+        from pyroute2.netlink.exceptions import NetlinkError
+
         with _ipr() as ipr:
             new_index = ipr.link_lookup(ifname=new_ifname)
             if not new_index:
@@ -105,6 +107,42 @@ def move_default_route(path: str, old_ifname: str | None, new_ifname: str, gatew
                     oif = route.get_attr("RTA_OIF")
                     if old_ifname is None or oif in ipr.link_lookup(ifname=old_ifname) or oif == new_index[0]:
                         ipr.route("del", dst=dst, oif=oif, family=family, gateway=route.get_attr("RTA_GATEWAY"))
-                ipr.route("add", dst=dst, gateway=str(gw), oif=new_index[0], family=family)
+                try:
+                    ipr.route("add", dst=dst, gateway=str(gw), oif=new_index[0], family=family)
+                except NetlinkError as exc:  # a gateway the interface cannot reach: the element's mistake
+                    raise CniError(INVALID_NETWORK_CONFIG, "cannot move the default route (R13)",
+                                   f"default via {gw} dev {new_ifname}: {exc.args[-1] if exc.args else exc}"
+                                   ) from None
 
     run_in_netns(path, apply)
+
+
+def restore_default_routes(path: str, ifname: str, routes: Iterable[dict[str, Any]]) -> list[str]:
+    """Put default routes back on `ifname` (1.x result routes: dst, gw?, priority?): what R13 took from the cluster
+    network when another attachment owned the default route. One already there counts as restored. Returns the
+    problems (a missing interface, a route the kernel refuses), never raises for them."""
+    wanted = list(routes)
+
+    def apply() -> list[str]:
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        problems: list[str] = []
+        with _ipr() as ipr:
+            index = ipr.link_lookup(ifname=ifname)
+            if not index:
+                return [f"interface {ifname} is missing"]
+            for route in wanted:
+                dst = str(route["dst"])
+                spec: dict[str, Any] = {"dst": dst, "oif": index[0], "family": 10 if ":" in dst else 2}
+                if route.get("gw"):
+                    spec["gateway"] = str(route["gw"])
+                if route.get("priority") is not None:
+                    spec["priority"] = int(route["priority"])
+                try:
+                    ipr.route("add", **spec)
+                except NetlinkError as exc:
+                    if exc.code != 17:  # EEXIST: it is there
+                        problems.append(f"default route {dst} via {route.get('gw') or ifname}: {exc}")
+        return problems
+
+    return run_in_netns(path, apply)

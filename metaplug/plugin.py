@@ -210,10 +210,14 @@ def attachment_record(a: Attachment, runtime_cni_args: str) -> AttachmentRecord:
     """A planned attachment as the journal records it, before its delegate ADD (ADD and hot-plug)."""
     from metaplug.attach.plan import secondary_cni_args
 
-    return {"ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
-            "cniArgs": runtime_cni_args if a.cluster else secondary_cni_args(runtime_cni_args),  # R30
-            "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
-            "state": "planned", "result": None}
+    record: AttachmentRecord = {
+        "ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
+        "cniArgs": runtime_cni_args if a.cluster else secondary_cni_args(runtime_cni_args),  # R30
+        "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
+        "state": "planned", "result": None}
+    if a.cni_args:
+        record["requestedCniArgs"] = a.cni_args  # what hot-plug's diff compares a changed element with
+    return record
 
 
 def _find_binaries(plan: list[Attachment], paths: list[str]) -> None:

@@ -7,13 +7,18 @@ watch (daemon/reconciler.py) applies the answer with `live.perform`.
   not an auxiliary chain (its status name is no `<namespace>/<nad>`).
 - An element matches an attachment by (namespace, name, interface): with an explicit `interface`, the attachment of
   that NAD with that ifname; without one, the first attachment of that NAD not matched otherwise, in order.
-- A matched pair whose runtimeConfig differs in anything but `bandwidth` (ips, mac, ...) is a detach then an attach; a
-  pair that differs only in `bandwidth` is a bandwidth change in place.
+- A matched pair that differs in its runtimeConfig other than `bandwidth` (ips R7, mac R8, portMappings R11,
+  infiniband-guid R14, deviceID), in its `cni-args` (R10: they are part of the delegates' config) or in its
+  `default-route` (R13: added, dropped or other gateways) is a detach then an attach: that attachment is made anew
+  with ADD's rules. A pair that differs only in `bandwidth` (R12) is a bandwidth change in place; limits dropped
+  altogether are a detach then an attach (an unshaped re-ADD of the bandwidth plugin is no limit).
+  `ipam-claim-reference` is only validated at ADD (R15) and passed to no delegate: a change of it alone changes nothing.
 - Detaches come first (their ifnames become free), then attaches in annotation order.
 """
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
@@ -60,7 +65,8 @@ def diff(elements: list[SelectionElement], attachments: list[AttachmentRecord], 
             continue
         wanted, recorded = element.runtime_config(), dict(record.get("capabilityArgs") or {})
         wanted_bw, recorded_bw = wanted.pop("bandwidth", None), recorded.pop("bandwidth", None)
-        if wanted != recorded:
+        if (wanted != recorded or list(element.default_route) != list(record.get("defaultRoute") or [])
+                or _cni_args_changed(element, record)):
             detach.append(record["ifname"])
             attach.append(element)
         elif wanted_bw != recorded_bw and wanted_bw:
@@ -70,6 +76,20 @@ def diff(elements: list[SelectionElement], attachments: list[AttachmentRecord], 
             attach.append(element)
     order = {a["ifname"]: i for i, a in enumerate(attachments)}
     return Changes(sorted(set(detach), key=lambda n: -order[n]), attach, reshape)
+
+
+def _cni_args_changed(element: SelectionElement, record: AttachmentRecord) -> bool:
+    """R10: the element's cni-args against those its attachment was made with (`requestedCniArgs`). A journal older
+    than that key shows them only merged into the conflist with the NAD's own: a key asked now that the conflist lacks,
+    or has with another value, is a change; a key dropped since cannot be told from the NAD's and is no change."""
+    wanted = element.cni_args or {}
+    if "requestedCniArgs" in record:
+        return wanted != record["requestedCniArgs"]
+    if not wanted:
+        return False
+    plugins = json.loads(record["conflist"]).get("plugins") or []
+    merged = [((p.get("args") or {}).get("cni") or {}) for p in plugins if isinstance(p, dict)]
+    return not merged or any(cni.get(k) != v for cni in merged for k, v in wanted.items())
 
 
 def _first(candidates: list[AttachmentRecord], taken: set[int], network: str, ifname: str | None, *,

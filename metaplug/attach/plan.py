@@ -44,6 +44,7 @@ class Attachment(NamedTuple):
     cluster: bool = False
     default_route: tuple[str, ...] = ()  # R13 gateways when this attachment owns the default route
     source: str = ""  # where its configuration came from (ResolvedNetwork.source), for messages
+    cni_args: dict[str, Any] | None = None  # the element's own cni-args (R10), already merged into conflist
 
 
 def describe(ifname: str, network: str, *, cluster: bool, source: str = "") -> str:
@@ -154,7 +155,8 @@ def secondary_attachment(resolved: ResolvedNetwork, sel: SelectionElement | None
         if sel.cni_args:
             conflist = _merge_cni_args(conflist, sel.cni_args)
     return Attachment(ifname=ifname, status_name=resolved.status_name, conflist=conflist, capability_args=caps,
-                      default_route=sel.default_route if sel is not None else (), source=resolved.source)
+                      default_route=sel.default_route if sel is not None else (), source=resolved.source,
+                      cni_args=sel.cni_args if sel is not None and sel.cni_args else None)
 
 
 def build_plan(cfg: MetaplugConfig, inputs: PlanInputs, resolver: Resolver,

@@ -180,7 +180,7 @@ class PodReconciler:
 
     def _reconcile_container(self, key: journal.JournalKey, namespace: str, name: str, value: str,
                              triggered: bool) -> None:
-        from metaplug.attach.annotations import parse_networks_annotation
+        from metaplug.attach.annotations import parse_networks_annotation, validate_default_route_owner
         from metaplug.config import load_config
         from metaplug.reconcile import diff, fixed_count
 
@@ -191,6 +191,7 @@ class PodReconciler:
             if body is None or "result" not in body:
                 return  # gone, or its ADD is still running (ADD reads the annotation itself)
             elements = parse_networks_annotation(value, namespace) if value.strip() else []
+            validate_default_route_owner(elements)  # R13: one element at most, as at ADD
             cfg = load_config(conf)
         except (CniError, journal.CorruptJournal) as err:
             if triggered:  # once per change of the annotation, not again on a return for retries

@@ -188,3 +188,64 @@ def test_attach_waits_for_the_containers_lock(world: MetaplugWorld, pod: Netns) 
     assert proc.returncode == 0 and json.loads(out)["ifname"] == "net1"
     assert world.call("DEL", conf, pod=pod).code == 0
 
+
+
+def default_routes(pod: Netns) -> list[tuple[str, str]]:
+    return [(r.get("gateway", ""), r["dev"]) for r in pod.routes() if r["dst"] == "default"]
+
+
+def test_default_route_moves_on_attach_and_comes_back_on_detach(world: MetaplugWorld, pod: Netns, mode: str) -> None:
+    """R13 on a running pod, as ADD applies it: attaching an element with `default-route` moves the pod's default route
+    to that gateway on the new interface (the cluster network's goes); a second owner is refused; detaching the owner
+    (or a rollback of a failed attach) puts the cluster network's default route back as its result records it."""
+    conf = pod_with_blue(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    cli = Cli(world, conf)
+    assert default_routes(pod) == [("10.88.0.1", "eth0")]
+
+    code, out = cli("attach", "c1", "red", "--default-route", "10.99.0.1")
+    assert code == 0 and out["ifname"] == "net1", out
+    assert default_routes(pod) == [("10.99.0.1", "net1")]
+    assert [(s["interface"], s["default"]) for s in out["status"]] == [("eth0", False), ("blue0", False),
+                                                                      ("net1", True)]
+    merged = journal_body(world)["result"]
+    assert [r for r in merged["routes"] if r["dst"] == "0.0.0.0/0"] == [{"dst": "0.0.0.0/0", "gw": "10.99.0.1"}]
+    check = world.call("CHECK", conf, pod=pod)
+    assert check.code == 0, check.stdout + check.stderr
+
+    before = journal_body(world)
+    code, out = cli("attach", "c1", "green", "--default-route", "10.98.0.1")  # R13: one owner only
+    assert code == 1 and out["code"] == 7 and "R13" in out["details"] and "net1" in out["details"], out
+    assert journal_body(world) == before and default_routes(pod) == [("10.99.0.1", "net1")]
+
+    code, out = cli("detach", "c1", "net1")
+    assert code == 0, out
+    assert default_routes(pod) == [("10.88.0.1", "eth0")] and not pod.has_link("net1")
+    assert [(s["interface"], s["default"]) for s in out["status"]] == [("eth0", True), ("blue0", False)]
+
+    # a gateway the new interface cannot reach: the move fails after the delegate ADD; rolled back whole
+    code, out = cli("attach", "c1", "green", "--default-route", "10.55.0.1")
+    assert code == 1 and out["code"] == 7 and "10.55.0.1" in out["details"], out
+    assert not pod.has_link("net1") and default_routes(pod) == [("10.88.0.1", "eth0")]
+    assert not [r for r in world.reservations() if r.startswith("green/")]
+    assert [s["interface"] for s in journal_body(world)["status"]] == ["eth0", "blue0"]
+    check = world.call("CHECK", conf, pod=pod)
+    assert check.code == 0, check.stdout + check.stderr
+
+    assert world.call("DEL", conf, pod=pod).code == 0
+    assert world.state_files() == [] and world.reservations() == []
+
+
+def test_detach_of_the_owner_made_at_add_restores_the_cluster_route(world: MetaplugWorld, pod: Netns) -> None:
+    """An element that moved the default route at the pod's ADD (R13) can be unplugged too: the route comes back."""
+    conf = pod_with_blue(world)
+    conf = world.annotated(conf, [{"name": "red", "interface": "r0", "default-route": ["10.99.0.1"]}])
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout + add.stderr
+    assert default_routes(pod) == [("10.99.0.1", "r0")]
+    code, out = Cli(world, conf)("detach", "c1", "r0")
+    assert code == 0, out
+    assert default_routes(pod) == [("10.88.0.1", "eth0")]
+    assert world.call("CHECK", conf, pod=pod).code == 0
+    assert world.call("DEL", conf, pod=pod).code == 0
+    assert world.state_files() == [] and world.reservations() == []

@@ -14,7 +14,7 @@ from tests.helpers.metaplug_env import Daemon, MetaplugWorld
 from tests.helpers.netns import Netns
 from tests.integration.test_daemon import wait_for
 from tests.integration.test_daemon_k8s import UID, args, red, sim, start
-from tests.integration.test_hotplug import journal_body
+from tests.integration.test_hotplug import default_routes, journal_body
 
 __all__ = ["sim"]  # the fixture
 NETWORKS = "k8s.v1.cni.cncf.io/networks"
@@ -154,4 +154,38 @@ def test_a_failing_element_is_retried_only_on_later_changes_with_backoff(world: 
     assert pod.addresses("net2") == ["10.96.0.2/24"]
     assert len(failed_attempts(sim)) == 3
 
+    pod_del_leaves_nothing(world, conf, pod, daemon)
+
+
+def red_attachment(world: MetaplugWorld) -> dict[str, Any]:
+    """red's journal record ({} while it is being made anew)."""
+    found = [a for a in journal_body(world)["attachments"] if a["network"] == "default/red" and a["state"] == "added"]
+    return found[0] if len(found) == 1 else {}
+
+
+def test_changed_cni_args_and_default_route_remake_the_attachment(world: MetaplugWorld, sim: KubeSim,
+                                                                 pod: Netns) -> None:
+    """A changed `cni-args` (R10) or `default-route` (R13) of an element is a detach then an attach with ADD's rules:
+    the delegates get the new args, the default route moves to the element's gateway and comes back when dropped."""
+    daemon, conf = pod_with_red(world, sim, pod)
+    assert pod.addresses("net1") == ["10.99.0.2/24"]
+
+    annotate(sim, [{"name": "red", "cni-args": {"note": "v2"}}])
+    # a new attachment: the next address of the range, and the delegates got the new args
+    wait_for(lambda: interfaces(world, sim) == ["eth0", "net1"] and pod.addresses("net1") == ["10.99.0.3/24"],
+             what="red made anew")
+    assert red_attachment(world)["requestedCniArgs"] == {"note": "v2"}
+    plugins = json.loads(red_attachment(world)["conflist"])["plugins"]
+    assert all(p["args"]["cni"] == {"note": "v2"} for p in plugins), plugins
+
+    annotate(sim, [{"name": "red", "cni-args": {"note": "v2"}, "default-route": ["10.99.0.1"]}])
+    wait_for(lambda: default_routes(pod) == [("10.99.0.1", "net1")], what="the default route moved to net1")
+    wait_for(lambda: [(s["interface"], s["default"]) for s in json.loads(
+        sim.annotations("default", "web")[STATUS])] == [("eth0", False), ("net1", True)], what="status follows")
+    annotate(sim, [{"name": "red", "cni-args": {"note": "v2"}}])
+    wait_for(lambda: default_routes(pod) == [("10.88.0.1", "eth0")], what="the cluster network's default back")
+    wait_for(lambda: red_attachment(world).get("defaultRoute") == [], what="journal without an owner")
+    assert not [e for e in sim.events if e.get("reason", "").startswith("Failed")], sim.events
+    check = world.call("CHECK", conf, pod=pod, args=args())
+    assert check.code == 0, check.stdout + check.stderr
     pod_del_leaves_nothing(world, conf, pod, daemon)

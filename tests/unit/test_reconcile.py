@@ -69,3 +69,36 @@ def test_same_nad_twice_matches_in_order_and_explicit_names_first() -> None:
     assert changes.detach == ["net1"] and changes.attach == []
     changes = diff(elements("red,red,red"), journal, 1)
     assert changes.detach == [] and len(changes.attach) == 1
+
+
+def test_changed_cni_args_or_default_route_is_detach_then_attach() -> None:
+    conflist = json.dumps({"name": "blue", "plugins": [{"type": "macvlan", "args": {"cni": {"vlan": "7", "own": 1}}}]})
+    made = {**record("blue0", "default/blue"), "conflist": conflist, "requestedCniArgs": {"vlan": "7"}}
+    journal = [CLUSTER, made]
+    same = [{"name": "blue", "interface": "blue0", "cni-args": {"vlan": "7"}}]
+    assert not diff(elements(same), journal, 1)
+    for changed in ({"vlan": "8"}, {"vlan": "7", "extra": True}, None):
+        element = {"name": "blue", "interface": "blue0", **({"cni-args": changed} if changed else {})}
+        changes = diff(elements([element]), journal, 1)
+        assert changes.detach == ["blue0"] and [e.cni_args for e in changes.attach] == [changed], changed
+    # a journal older than requestedCniArgs: inferred from the merged conflist (the NAD's own key `own` included)
+    old = [CLUSTER, {**record("blue0", "default/blue"), "conflist": conflist}]
+    assert not diff(elements(same), old, 1)
+    assert not diff(elements([{"name": "blue", "interface": "blue0", "cni-args": {"own": 1}}]), old, 1)
+    assert diff(elements([{"name": "blue", "interface": "blue0", "cni-args": {"vlan": "9"}}]), old, 1).detach == [
+        "blue0"]
+
+    owner = [CLUSTER, {**record("net1", "default/red"), "defaultRoute": ["10.99.0.1"]}]
+    assert not diff(elements([{"name": "red", "default-route": ["10.99.0.1"]}]), owner, 1)
+    for route in (["10.99.0.254"], None):
+        changes = diff(elements([{"name": "red", **({"default-route": route} if route else {})}]), owner, 1)
+        assert changes.detach == ["net1"] and [list(e.default_route) for e in changes.attach] == [route or []]
+    plain = [CLUSTER, record("net1", "default/red")]
+    changes = diff(elements([{"name": "red", "default-route": ["10.99.0.1"]}]), plain, 1)
+    assert changes.detach == ["net1"] and len(changes.attach) == 1
+
+
+def test_ipam_claim_reference_alone_changes_nothing() -> None:
+    """R15: validated only, passed to no delegate at ADD; so a change of it is no change of the attachment."""
+    journal = [CLUSTER, record("net1", "default/red")]
+    assert not diff(elements([{"name": "red", "ipam-claim-reference": "claim-2"}]), journal, 1)
