@@ -14,7 +14,9 @@ Tests copy this file into a temp bin dir under any name, chmod +x, and steer it 
         "versions": ["1.0.0"],          # supportedVersions of the VERSION reply
         "log": "/path/calls.jsonl",     # every call appended: command, CNI_* and trace env, stdin, pid, plugin,
                                         # time
-        "fill": "/path/filler"}}        # on ADD, before answering: write zeros there until its filesystem is full
+        "fill": "/path/filler",         # on ADD, before answering: write zeros there until its filesystem is full
+        "stamp": "bandwidth"}}          # on ADD (mode ok), the result passed on gets dns.options ["<key>=<JSON of
+                                        # runtimeConfig[key]>"]: a plugin whose result depends on its runtimeConfig
 
 VERSION probes carry no config, so defaults may also come from a sidecar file `<this executable>.json` holding the
 same object as "fake" (the config's "fake" overrides it key by key).
@@ -133,6 +135,10 @@ def add_result(conf: dict[str, Any], fake: dict[str, Any], mode: str, version: s
         return {"cniVersion": "0.2.0", "ip4": {"ip": "10.99.0.2/24", "gateway": "10.99.0.1"}, "dns": {}}
     if fake.get("result") is not None:
         result = dict(fake["result"])
+    elif fake.get("stamp") and isinstance(conf.get("prevResult"), dict):
+        key = str(fake["stamp"])
+        value = (conf.get("runtimeConfig") or {}).get(key)
+        result = {**conf["prevResult"], "dns": {"options": [f"{key}={json.dumps(value, sort_keys=True)}"]}}
     elif isinstance(conf.get("prevResult"), dict):
         result = dict(conf["prevResult"])
     elif version in ("0.1.0", "0.2.0"):

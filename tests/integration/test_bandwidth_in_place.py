@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from metaplug.netns import run_in_netns
+from tests.helpers import fake_delegate
 from tests.helpers.metaplug_env import MetaplugWorld
 from tests.helpers.netns import Netns
 from tests.integration.test_hotplug import Cli, journal_body
@@ -153,3 +154,57 @@ def test_pod_del_after_set_bandwidth_leaves_nothing(world: MetaplugWorld, pod: N
     assert world.call("DEL", conf, pod=pod).code == 0
     assert world.state_files() == [] and world.reservations() == []
     assert not [n for n in node.links() if n.startswith(("veth", "bwp"))]
+
+
+def test_plugins_chained_after_bandwidth(world: MetaplugWorld, pod: Netns, node: Netns) -> None:
+    """A plugin chained after the bandwidth plugin: with the reference plugin (which passes its prevResult on) it is
+    not run again and the attachment's result stays; after a shaping plugin whose result changes with the limits, it
+    runs again (DEL, then ADD with that new result as prevResult) and its output becomes the attachment's result."""
+    fakes, calls = world.tmp / "fakebin", world.tmp / "calls.jsonl"
+    fake_delegate.install(fakes, "recorder", {"log": str(calls)})
+    fake_delegate.install(fakes, "shaper", {"stamp": "bandwidth"})
+    reference = world.bridge_net("chained", "10.94.0.0/24", "mpchain0")
+    reference["plugins"] += [{"type": "bandwidth", "capabilities": {"bandwidth": True}}, {"type": "recorder"}]
+    world.add_nad("chained", reference)
+    stamping = world.bridge_net("stamped", "10.93.0.0/24", "mpstamp0")
+    stamping["plugins"] += [{"type": "shaper", "capabilities": {"bandwidth": True}}, {"type": "recorder"}]
+    world.add_nad("stamped", stamping)
+    limits = {"ingressRate": 4_000_000, "ingressBurst": 400_000}
+    cluster = world.bridge_net("cluster", "10.88.0.0/24", "mpcl0", default_gw=True)
+    conf = world.annotated(world.metaplug_conf(cluster, binDir=str(fakes)), [
+        {"name": "chained", "interface": "ch0", "bandwidth": limits},
+        {"name": "stamped", "interface": "st0", "bandwidth": limits}])
+    add = world.call("ADD", conf, pod=pod)
+    assert add.code == 0, add.stdout + add.stderr
+
+    def recorder_calls() -> list[tuple[str, str]]:
+        return [(c["command"], c["env"]["CNI_IFNAME"]) for c in fake_delegate.read_log(calls)
+                if c["command"] in ("ADD", "DEL")]
+
+    def result_of(ifname: str) -> dict[str, Any]:
+        (found,) = [a for a in journal_body(world)["attachments"] if a["ifname"] == ifname]
+        return dict(found["result"])
+
+    assert recorder_calls() == [("ADD", "ch0"), ("ADD", "st0")]
+    before = result_of("ch0")
+    cli = Cli(world, conf)
+    code, out = cli("set-bandwidth", "c1", "ch0", "--ingress-rate", "8000000", "--ingress-burst", "400000")
+    assert code == 0, out
+    assert recorder_calls() == [("ADD", "ch0"), ("ADD", "st0")]  # not run again
+    assert result_of("ch0") == before
+    veth = next(i["name"] for i in before["interfaces"] if not i.get("sandbox") and i["name"].startswith("veth"))
+    assert "rate 8Mbit" in node.exec(["tc", "qdisc", "show", "dev", veth]).stdout.decode()
+
+    code, out = cli("set-bandwidth", "c1", "st0", "--ingress-rate", "9000000", "--ingress-burst", "400000")
+    assert code == 0, out
+    logged = [c for c in fake_delegate.read_log(calls) if c["command"] in ("ADD", "DEL")]
+    assert [(c["command"], c["env"]["CNI_IFNAME"]) for c in logged[2:]] == [("DEL", "st0"), ("ADD", "st0")]
+    stamp = 'bandwidth={"ingressBurst": 400000, "ingressRate": 9000000}'
+    assert logged[-1]["stdin"]["prevResult"]["dns"]["options"] == [stamp]  # the shaper's new result
+    assert logged[-2]["stdin"]["prevResult"]["dns"]["options"] == [stamp.replace("9000000", "4000000")]  # the old
+    assert result_of("st0")["dns"]["options"] == [stamp]
+    assert pod.addresses("st0") == ["10.93.0.2/24"] and pod.addresses("ch0") == ["10.94.0.2/24"]
+    check = world.call("CHECK", conf, pod=pod)
+    assert check.code == 0, check.stdout + check.stderr
+    assert world.call("DEL", conf, pod=pod).code == 0
+    assert world.state_files() == [] and world.reservations() == []
