@@ -8,29 +8,20 @@ removes only its ifb device and leaves its tbf (root) and ingress qdiscs on the 
 with "create qdisc: file exists": between DEL and ADD those two qdiscs are removed, only on this attachment's host
 veth (the peer of its container interface, which the recorded result must list as a host interface).
 
-The plugins of the list are not re-run, and their results stand: the recorded result is the list's final one, which
-is what the bandwidth plugin's re-run gets as prevResult (the plugins before it made it; those after it only passed
-it on or added to it, and they are not re-run). Then the attachment's result is recomputed (`chained_result`):
-- the bandwidth plugin is the last of the list: its new output is the attachment's result;
-- plugins follow it and its new output is its prevResult unchanged (as the reference plugin's always is): what they
-  saw has not changed, so they are not re-run and the result stays;
-- plugins follow it and its output changed (a shaping plugin whose result depends on the limits): the plugins after
-  it would hold a stale prevResult, so they run again in place, DEL (reverse order, the old final result as
-  prevResult) then ADD from its new output on, and their final output is the attachment's result.
+The other plugins of the list are not re-run unless the bandwidth plugin's result changed (inplace.py).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from metaplug import journal
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
 
 if TYPE_CHECKING:
     from metaplug.cni.documents import JsonObject
-    from metaplug.cni.runtime import RuntimeConf
     from metaplug.config import MetaplugConfig
     from metaplug.hotplug import Outcome
     from metaplug.journal import AttachmentRecord, JournalRecord
@@ -38,7 +29,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("metaplug.bandwidth")
 ROOT = 0xFFFFFFFF  # TC_H_ROOT
 INGRESS_PARENT, INGRESS_HANDLE = 0xFFFFFFF1, 0xFFFF0000  # TC_H_INGRESS, ffff:
-MERGE_VERSION = "1.1.0"  # results are compared in this shape
 
 
 def validated(bandwidth: object, pod_namespace: str) -> JsonObject:
@@ -55,67 +45,27 @@ def validated(bandwidth: object, pod_namespace: str) -> JsonObject:
 
 def set_bandwidth(cfg: MetaplugConfig, key: journal.JournalKey, ifname: str, bandwidth: object) -> Outcome:
     from metaplug import hotplug
-    from metaplug.cni.chain import add_network_list, del_network_list
+    from metaplug.inplace import plugin_index, rerun_plugin
 
     with hotplug.live_journal(key) as body:
         attachment = hotplug.find_attachment(body, ifname)
         new = validated(bandwidth, (body.get("pod") or {}).get("namespace") or "default")
         conflist = json.loads(attachment["conflist"])
-        index = _bandwidth_plugin(conflist, attachment)
-        only = {**conflist, "plugins": [conflist["plugins"][index]]}
-        result = attachment["result"]
+        index = plugin_index(conflist, lambda p: (p.get("capabilities") or {}).get("bandwidth") is True,
+                             "bandwidth plugin", f"{ifname} ({attachment['network']}): the capability bandwidth (R12)")
         old_rt = journal.runtime_conf(body, attachment, body["netns"])
         new_rt = journal.runtime_conf(body, attachment, body["netns"])
         new_rt.capability_args["bandwidth"] = new
         host_veth = _host_veth(body, attachment)
-        timeout = body.get("timeout")
-        del_network_list(only, old_rt, body["paths"], prev_result=result, timeout=timeout)
-        _remove_shaping_qdiscs(host_veth)
-        try:
-            shaped = add_network_list(only, new_rt, body["paths"], timeout=timeout, prev_result=result)
-        except CniError as err:
-            raise CniError(err.code, f"bandwidth of {ifname} could not be set; it is unshaped now",
-                           f"{err.msg}: {err.details}" if err.details else err.msg, plugin=err.plugin) from None
+        # on failure nothing is journaled: the old limits stay recorded, so a reconcile tries the change again
+        attachment["result"] = rerun_plugin(
+            conflist, conflist, index, (old_rt, new_rt), body["paths"], attachment["result"], body.get("timeout"),
+            what=f"bandwidth of {ifname}", undone="it is unshaped now",
+            between=lambda: _remove_shaping_qdiscs(host_veth))
         attachment["capabilityArgs"] = {**(attachment.get("capabilityArgs") or {}), "bandwidth": new}
-        tail = {**conflist, "plugins": conflist["plugins"][index + 1:]}
-        try:
-            attachment["result"] = chained_result(tail, new_rt, body["paths"], result, shaped, timeout)
-        finally:  # the new limits are in force either way: journaled, with the result as far as it was recomputed
-            status = hotplug.commit(key, body, hotplug.recorded_results(body["attachments"]))
+        status = hotplug.commit(key, body, hotplug.recorded_results(body["attachments"]))
     log.info("bandwidth changed in place", extra={"ifname": ifname, "bandwidth": new, "host_veth": host_veth})
     return hotplug._outcome("set-bandwidth", key, attachment, status)
-
-
-def chained_result(tail: dict[str, Any], rt: RuntimeConf, paths: list[str], recorded: JsonObject | None,
-                   shaped: JsonObject, timeout: float | None) -> JsonObject:
-    """The attachment's final result after its bandwidth plugin re-ran with `recorded` as prevResult and gave
-    `shaped`; `tail` is the list of the plugins after it (module docstring)."""
-    from metaplug.cni.chain import add_network_list, del_network_list
-    from metaplug.cni.convert import convert_result
-
-    if not tail["plugins"]:
-        return shaped
-    if recorded is not None and convert_result(shaped, MERGE_VERSION) == convert_result(recorded, MERGE_VERSION):
-        return recorded  # passed through: the later plugins' prevResult is what they saw
-    log.info("the bandwidth plugin's result changed: re-running the plugins after it",
-             extra={"ifname": rt.ifname, "plugins": [p.get("type") for p in tail["plugins"]]})
-    try:
-        del_network_list(tail, rt, paths, prev_result=recorded, timeout=timeout)
-        return add_network_list(tail, rt, paths, timeout=timeout, prev_result=shaped)
-    except CniError as err:
-        raise CniError(err.code, f"bandwidth of {rt.ifname} set, but the plugins after it could not run again",
-                       f"{err.msg}: {err.details}" if err.details else err.msg, plugin=err.plugin) from None
-
-
-def _bandwidth_plugin(conflist: dict[str, Any], attachment: AttachmentRecord) -> int:
-    """The index of the one plugin of the list that declares the bandwidth capability (R12)."""
-    found = [i for i, p in enumerate(conflist["plugins"]) if (p.get("capabilities") or {}).get("bandwidth") is True]
-    if len(found) != 1:
-        raise CniError(INVALID_NETWORK_CONFIG, "no bandwidth plugin to re-run" if not found else
-                       "several plugins declare bandwidth",
-                       f"{attachment['ifname']} ({attachment['network']}): {len(found)} plugins of "
-                       f"{conflist['name']!r} declare the capability bandwidth (R12)")
-    return found[0]
 
 
 def _host_veth(body: JournalRecord, attachment: AttachmentRecord) -> str | None:
