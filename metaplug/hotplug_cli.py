@@ -1,4 +1,4 @@
-"""`metaplug attach`, `metaplug detach`, `metaplug set-bandwidth`: live changes to a running container from the command
+"""`metaplug attach`, `detach`, `set-bandwidth`, `set-firewall`: live changes to a running container from the command
 line (Podman, Nomad and plain libcni users, operators). The core is `live.perform`; this module only builds the
 operation and shows its outcome.
 
@@ -44,6 +44,12 @@ def add_arguments(sub: Any) -> None:
     for flag in ("ingress-rate", "ingress-burst", "egress-rate", "egress-burst"):
         shape.add_argument(f"--{flag}", type=int, metavar="N", help="bits per second" if "rate" in flag else "bits")
     _common(shape)
+    wall = sub.add_parser("set-firewall", help="change the rules of an attachment's firewall plugin in place")
+    wall.add_argument("container_id", metavar="CONTAINER_ID")
+    wall.add_argument("ifname", metavar="IFNAME")
+    wall.add_argument("--ingress-policy", required=True, choices=("open", "same-bridge"),
+                      help="same-bridge: only sources on the attachment's own bridge may reach it")
+    _common(wall)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -71,6 +77,8 @@ def operation_of(args: argparse.Namespace) -> Operation:
         given = {"ingressRate": args.ingress_rate, "ingressBurst": args.ingress_burst,
                  "egressRate": args.egress_rate, "egressBurst": args.egress_burst}
         operation["bandwidth"] = {k: v for k, v in given.items() if v is not None}
+    if args.command == "set-firewall":
+        operation["firewall"] = {"ingressPolicy": args.ingress_policy}
     return operation
 
 
@@ -162,7 +170,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _print_human(doc: JsonObject) -> None:
-    verb = {"attach": "attached", "detach": "detached", "set-bandwidth": "bandwidth set on"}[doc["operation"]]
+    verb = {"attach": "attached", "detach": "detached", "set-bandwidth": "bandwidth set on",
+            "set-firewall": "firewall set on"}[doc["operation"]]
     ips = ", ".join(doc["ips"]) or "no address"
     print(f"{verb} {doc['ifname']} ({doc['network']}) of container {doc['containerId']}: {ips}")
     print("network-status now:")

@@ -1,6 +1,6 @@
-"""One entry for every live change to a running container (issue 12): attach, detach (hotplug.py) and set-bandwidth
-(bandwidth.py). The CLI in-process, the daemon (a live-change request, daemon/protocol.py) and the Kubernetes
-reconciler call `perform` (or `answer`, its reply form)."""
+"""One entry for every live change to a running container (issue 12): attach, detach (hotplug.py), set-bandwidth
+(bandwidth.py) and set-firewall (firewall.py). The CLI in-process, the daemon (a live-change request,
+daemon/protocol.py) and the Kubernetes reconciler call `perform` (or `answer`, its reply form)."""
 
 from __future__ import annotations
 
@@ -19,12 +19,13 @@ if TYPE_CHECKING:
     class Operation(TypedDict):
         """One live change, as the CLI sends it to the daemon (and as `perform` takes it)."""
 
-        operation: Literal["attach", "detach", "set-bandwidth"]
+        operation: Literal["attach", "detach", "set-bandwidth", "set-firewall"]
         containerId: str
         conf: JsonObject  # metaplug's plugin entry as the runtime passes it (name, stateDir, confDir, kubeconfig, ...)
         element: NotRequired[JsonObject]  # attach: one selection element (name, namespace, interface, ips, mac, ...)
-        ifname: NotRequired[str]  # detach, set-bandwidth: the attachment's CNI_IFNAME
+        ifname: NotRequired[str]  # detach, set-bandwidth, set-firewall: the attachment's CNI_IFNAME
         bandwidth: NotRequired[JsonObject]  # set-bandwidth: {ingressRate, ingressBurst, egressRate, egressBurst}
+        firewall: NotRequired[JsonObject]  # set-firewall: {ingressPolicy}
 
 log = logging.getLogger("metaplug.live")
 OPERATION_VAR = "METAPLUG_OPERATION"  # in a daemon request's env: a live change, not a CNI call (protocol.py)
@@ -59,7 +60,12 @@ def perform(operation: Operation) -> Outcome:
         from metaplug.bandwidth import set_bandwidth
 
         return set_bandwidth(cfg, key, ifname, operation.get("bandwidth"))
-    raise CniError(INVALID_NETWORK_CONFIG, "unknown live operation", f"{verb!r}: attach, detach or set-bandwidth")
+    if verb == "set-firewall":
+        from metaplug.firewall import set_firewall
+
+        return set_firewall(cfg, key, ifname, operation.get("firewall"))
+    raise CniError(INVALID_NETWORK_CONFIG, "unknown live operation",
+                   f"{verb!r}: attach, detach, set-bandwidth or set-firewall")
 
 
 def answer(operation: Operation) -> tuple[int, JsonObject]:

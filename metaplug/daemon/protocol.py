@@ -4,9 +4,9 @@
     response: b"MPA1" | u32 exit status | u32 stdout length | stdout | u32 stderr length | stderr
 
 The env carries every CNI_* variable of the shim's environment plus TRACEPARENT, TRACESTATE and BAGGAGE when set.
-A live-change request (`metaplug attach|detach|set-bandwidth`, live.py) is the same frame with `METAPLUG_OPERATION`
-and `CNI_CONTAINERID` in its env and the operation as JSON on stdin; its response's stdout is the outcome or the
-CNI error document.
+A live-change request (`metaplug attach|detach|set-bandwidth|set-firewall`, live.py) is the same frame with
+`METAPLUG_OPERATION` and `CNI_CONTAINERID` in its env and the operation as JSON on stdin; its response's stdout is
+the outcome or the CNI error document.
 A DEL the shim could not deliver is spooled as its exact request frame (spool.py). metaplug-shim.c implements the
 same format in C; tests/unit/test_daemon_protocol.py holds both to it.
 """
