@@ -150,8 +150,9 @@ class PodReconciler:
         meta = pod.get("metadata") or {}
         namespace, name, uid = str(meta.get("namespace") or ""), str(meta.get("name") or ""), meta.get("uid")
         if self.kube.pods is not None:
-            self.backoff.forget_pods({(str(p["metadata"].get("namespace")), str(p["metadata"].get("name")))
-                                      for p in self.kube.pods.store.values()} | {(namespace, name)})
+            alive = {((p.get("metadata") or {}).get("namespace"), (p.get("metadata") or {}).get("name"))
+                     for p in self.kube.pods.store.values()}
+            self.backoff.forget_pods({(str(ns), str(n)) for ns, n in alive} | {(namespace, name)})
         for key in self._journals(namespace, name, uid):
             with self.turn(key.container_id) as ok:
                 if not ok:
