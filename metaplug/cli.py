@@ -1,5 +1,6 @@
 """The operator's command line (when CNI_COMMAND is not set): `metaplug demo`, `daemon`, `state`, `explain`,
-`doctor`, `attach`, `detach`, `set-bandwidth`, `set-firewall`, `install`, `uninstall`, `version` (also `--version`).
+`doctor`, `attach`, `detach`, `set-bandwidth`, `set-firewall`, `set-default-route`, `install`, `uninstall`, `version`
+(also `--version`).
 
 `metaplug` with neither arguments nor CNI_COMMAND prints the help on stdout and, for cni.md duty 1, the one-line
 "about" text with the supported CNI versions on stderr, and exits 0: what a runtime or a person probing the binary

@@ -1,6 +1,6 @@
-"""`metaplug attach`, `detach`, `set-bandwidth`, `set-firewall`: live changes to a running container from the command
-line (Podman, Nomad and plain libcni users, operators). The core is `live.perform`; this module only builds the
-operation and shows its outcome.
+"""`metaplug attach`, `detach`, `set-bandwidth`, `set-firewall`, `set-default-route`: live changes to a running
+container from the command line (Podman, Nomad and plain libcni users, operators). The core is `live.perform`; this
+module only builds the operation and shows its outcome.
 
 When a metaplug daemon answers on its socket (`--socket`, else the config's `socketPath`, else the default), the
 operation goes through it (a live-change request, daemon/protocol.py), so it is serialised with the daemon's calls
@@ -50,6 +50,12 @@ def add_arguments(sub: Any) -> None:
     wall.add_argument("--ingress-policy", required=True, choices=("open", "same-bridge"),
                       help="same-bridge: only sources on the attachment's own bridge may reach it")
     _common(wall)
+    route = sub.add_parser("set-default-route", help="move the pod's default route to an attachment in place (R13)")
+    route.add_argument("container_id", metavar="CONTAINER_ID")
+    route.add_argument("ifname", metavar="IFNAME")
+    route.add_argument("gateways", nargs="*", metavar="GW",
+                       help="one gateway per IP family; none: give the route back to the cluster network")
+    _common(route)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -79,6 +85,8 @@ def operation_of(args: argparse.Namespace) -> Operation:
         operation["bandwidth"] = {k: v for k, v in given.items() if v is not None}
     if args.command == "set-firewall":
         operation["firewall"] = {"ingressPolicy": args.ingress_policy}
+    if args.command == "set-default-route":
+        operation["gateways"] = list(args.gateways)
     return operation
 
 
@@ -171,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_human(doc: JsonObject) -> None:
     verb = {"attach": "attached", "detach": "detached", "set-bandwidth": "bandwidth set on",
-            "set-firewall": "firewall set on"}[doc["operation"]]
+            "set-firewall": "firewall set on", "set-default-route": "default route set on"}[doc["operation"]]
     ips = ", ".join(doc["ips"]) or "no address"
     print(f"{verb} {doc['ifname']} ({doc['network']}) of container {doc['containerId']}: {ips}")
     print("network-status now:")

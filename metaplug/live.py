@@ -1,6 +1,7 @@
 """One entry for every live change to a running container (issue 12): attach, detach (hotplug.py), set-bandwidth
-(bandwidth.py) and set-firewall (firewall.py). The CLI in-process, the daemon (a live-change request,
-daemon/protocol.py) and the Kubernetes reconciler call `perform` (or `answer`, its reply form)."""
+(bandwidth.py), set-firewall (firewall.py) and set-default-route (default_route.py). The CLI in-process, the daemon
+(a live-change request, daemon/protocol.py) and the Kubernetes reconciler call `perform` (or `answer`, its reply
+form)."""
 
 from __future__ import annotations
 
@@ -19,13 +20,14 @@ if TYPE_CHECKING:
     class Operation(TypedDict):
         """One live change, as the CLI sends it to the daemon (and as `perform` takes it)."""
 
-        operation: Literal["attach", "detach", "set-bandwidth", "set-firewall"]
+        operation: Literal["attach", "detach", "set-bandwidth", "set-firewall", "set-default-route"]
         containerId: str
         conf: JsonObject  # metaplug's plugin entry as the runtime passes it (name, stateDir, confDir, kubeconfig, ...)
         element: NotRequired[JsonObject]  # attach: one selection element (name, namespace, interface, ips, mac, ...)
         ifname: NotRequired[str]  # detach, set-bandwidth, set-firewall: the attachment's CNI_IFNAME
         bandwidth: NotRequired[JsonObject]  # set-bandwidth: {ingressRate, ingressBurst, egressRate, egressBurst}
         firewall: NotRequired[JsonObject]  # set-firewall: {ingressPolicy}
+        gateways: NotRequired[list[str]]  # set-default-route: the new gateways (R13), [] to give the route back
 
 log = logging.getLogger("metaplug.live")
 OPERATION_VAR = "METAPLUG_OPERATION"  # in a daemon request's env: a live change, not a CNI call (protocol.py)
@@ -64,8 +66,12 @@ def perform(operation: Operation) -> Outcome:
         from metaplug.firewall import set_firewall
 
         return set_firewall(cfg, key, ifname, operation.get("firewall"))
+    if verb == "set-default-route":
+        from metaplug.default_route import set_default_route
+
+        return set_default_route(cfg, key, ifname, operation.get("gateways"))
     raise CniError(INVALID_NETWORK_CONFIG, "unknown live operation",
-                   f"{verb!r}: attach, detach, set-bandwidth or set-firewall")
+                   f"{verb!r}: attach, detach, set-bandwidth, set-firewall or set-default-route")
 
 
 def answer(operation: Operation) -> tuple[int, JsonObject]:

@@ -146,3 +146,21 @@ def restore_default_routes(path: str, ifname: str, routes: Iterable[dict[str, An
         return problems
 
     return run_in_netns(path, apply)
+
+
+def remove_default_routes(path: str, ifname: str, ipv6: Iterable[bool]) -> None:
+    """Delete the default routes through `ifname` of these families (True: IPv6); absent ones are fine."""
+    families = [10 if v6 else 2 for v6 in set(ipv6)]
+
+    def apply() -> None:
+        with _ipr() as ipr:
+            index = ipr.link_lookup(ifname=ifname)
+            if not index:
+                return
+            for family in families:
+                for route in ipr.get_default_routes(family=family):
+                    if route.get_attr("RTA_OIF") == index[0]:
+                        ipr.route("del", dst="::/0" if family == 10 else "0.0.0.0/0", oif=index[0], family=family,
+                                  gateway=route.get_attr("RTA_GATEWAY"))
+
+    run_in_netns(path, apply)

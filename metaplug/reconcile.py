@@ -8,12 +8,14 @@ watch (daemon/reconciler.py) applies the answer with `live.perform`.
 - An element matches an attachment by (namespace, name, interface): with an explicit `interface`, the attachment of
   that NAD with that ifname; without one, the first attachment of that NAD not matched otherwise, in order.
 - A matched pair that differs in its runtimeConfig other than `bandwidth` (ips R7, mac R8, portMappings R11,
-  infiniband-guid R14, deviceID), in its `cni-args` (R10: they are part of the delegates' config) or in its
-  `default-route` (R13: added, dropped or other gateways) is a detach then an attach: that attachment is made anew
-  with ADD's rules. A pair that differs only in `bandwidth` (R12) is a bandwidth change in place; limits dropped
-  altogether are a detach then an attach (an unshaped re-ADD of the bandwidth plugin is no limit).
+  infiniband-guid R14, deviceID) or in its `cni-args` (R10: they are part of the delegates' config) is a detach then
+  an attach: that attachment is made anew with ADD's rules. Otherwise a changed `default-route` (R13: added,
+  dropped, other gateways) moves the pod's default route in place (default_route.py), and a changed `bandwidth`
+  (R12) is a bandwidth change in place; limits dropped altogether are a detach then an attach (an unshaped re-ADD of
+  the bandwidth plugin is no limit).
   `ipam-claim-reference` is only validated at ADD (R15) and passed to no delegate: a change of it alone changes nothing.
-- Detaches come first (their ifnames become free), then attaches in annotation order.
+- Detaches come first (their ifnames become free), then default routes given back, then default routes taken (R13:
+  one owner at a time), then attaches in annotation order, then bandwidth changes.
 """
 
 from __future__ import annotations
@@ -32,13 +34,19 @@ class Reshape(NamedTuple):
     bandwidth: JsonObject
 
 
+class Reroute(NamedTuple):
+    ifname: str
+    gateways: list[str]  # [] : the default route goes back to the cluster network
+
+
 class Changes(NamedTuple):
     detach: list[str]  # ifnames, in the journal's reverse order
     attach: list[SelectionElement]  # in annotation order
     reshape: list[Reshape]
+    reroute: list[Reroute]  # routes given back first, then those taken
 
     def __bool__(self) -> bool:
-        return bool(self.detach or self.attach or self.reshape)
+        return bool(self.detach or self.attach or self.reshape or self.reroute)
 
 
 def diff(elements: list[SelectionElement], attachments: list[AttachmentRecord], fixed: int) -> Changes:
@@ -58,6 +66,7 @@ def diff(elements: list[SelectionElement], attachments: list[AttachmentRecord], 
     detach = [a["ifname"] for i, a in enumerate(candidates) if i not in taken]
     attach: list[SelectionElement] = []
     reshape: list[Reshape] = []
+    reroute: list[Reroute] = []
     for pos, element in enumerate(elements):
         record = matched.get(pos)
         if record is None:
@@ -65,17 +74,22 @@ def diff(elements: list[SelectionElement], attachments: list[AttachmentRecord], 
             continue
         wanted, recorded = element.runtime_config(), dict(record.get("capabilityArgs") or {})
         wanted_bw, recorded_bw = wanted.pop("bandwidth", None), recorded.pop("bandwidth", None)
-        if (wanted != recorded or list(element.default_route) != list(record.get("defaultRoute") or [])
-                or _cni_args_changed(element, record)):
+        if wanted != recorded or _cni_args_changed(element, record):
             detach.append(record["ifname"])
             attach.append(element)
-        elif wanted_bw != recorded_bw and wanted_bw:
+            continue
+        if list(element.default_route) != list(record.get("defaultRoute") or []):
+            reroute.append(Reroute(record["ifname"], list(element.default_route)))
+        if wanted_bw != recorded_bw and wanted_bw:
             reshape.append(Reshape(record["ifname"], wanted_bw))
         elif wanted_bw != recorded_bw:  # limits dropped: detach + attach (an unshaped re-ADD is not in place)
             detach.append(record["ifname"])
             attach.append(element)
     order = {a["ifname"]: i for i, a in enumerate(attachments)}
-    return Changes(sorted(set(detach), key=lambda n: -order[n]), attach, reshape)
+    gone = set(detach)
+    reroute = [r for r in reroute if r.ifname not in gone]  # made anew anyway (bandwidth dropped)
+    reroute.sort(key=lambda r: bool(r.gateways))  # given back before taken
+    return Changes(sorted(gone, key=lambda n: -order[n]), attach, reshape, reroute)
 
 
 def _cni_args_changed(element: SelectionElement, record: AttachmentRecord) -> bool:

@@ -5,12 +5,12 @@ The pod reflector (k8s/watch.py) tells `pod_event` of every ADDED/MODIFIED pod; 
 the cached one before is queued (a pod seen for the first time is ADD's business; our own network-status patches
 leave the annotation as it was, so they queue nothing). One worker thread then, per queued pod: finds its journals
 (pod namespace, name and UID as ADD recorded them), computes `reconcile.diff` against each, and applies it with
-`live.perform` under the daemon's turn for that container (and the journal lock): detaches first, then attaches,
-then bandwidth changes in place. A failing change is rolled back by the core and leaves the others as they are; it
-posts a `FailedAddingInterface` or `FailedRemovingInterface` event naming it, and is tried again only on a later
-change of the annotation, no sooner than its backoff allows (backoff.py: 1 s doubling to 5 min per pod, container
-and change; a change that arrives during the wait is applied when it ends, once). network-status is published after
-every change (hotplug.py).
+`live.perform` under the daemon's turn for that container (and the journal lock): detaches first, then default
+routes moved in place, then attaches, then bandwidth changes in place. A failing change is rolled back by the core
+and leaves the others as they are; it posts a `FailedAddingInterface` or `FailedRemovingInterface` event naming it,
+and is tried again only on a later change of the annotation, no sooner than its backoff allows (backoff.py: 1 s
+doubling to 5 min per pod, container and change; a change that arrives during the wait is applied when it ends,
+once). network-status is published after every change (hotplug.py).
 
 A change made while the daemon was down reaches no watch: so once the pod cache has first synced, every cached pod is
 reconciled once (a pod whose journal already matches its annotation gives an empty diff and is left alone).
@@ -226,12 +226,19 @@ class PodReconciler:
 
     @staticmethod
     def _planned(changes: Changes, key: journal.JournalKey, conf: JsonObject) -> list[Planned]:
-        """The diff as live changes, in the order they run: detaches, attaches, bandwidth changes."""
+        """The diff as live changes, in the order they run: detaches, default routes (given back, then taken),
+        attaches, bandwidth changes."""
         from metaplug.reconcile import element_json
 
         base: Operation = {"operation": "detach", "containerId": key.container_id, "conf": conf}
         planned = [Planned(change_id("detach", ifname), {**base, "ifname": ifname}, "FailedRemovingInterface",
                            f"interface {ifname}") for ifname in changes.detach]
+        for route in changes.reroute:
+            planned.append(Planned(change_id("default-route", [route.ifname, route.gateways]),
+                                   {**base, "operation": "set-default-route", "ifname": route.ifname,
+                                    "gateways": route.gateways}, "FailedAddingInterface",
+                                   f"default route via interface {route.ifname}" if route.gateways
+                                   else f"default route given back by interface {route.ifname}"))
         seen: dict[str, int] = {}
         for element in changes.attach:
             wanted = element_json(element)

@@ -249,3 +249,40 @@ def test_detach_of_the_owner_made_at_add_restores_the_cluster_route(world: Metap
     assert world.call("CHECK", conf, pod=pod).code == 0
     assert world.call("DEL", conf, pod=pod).code == 0
     assert world.state_files() == [] and world.reservations() == []
+
+
+def test_set_default_route_moves_it_between_running_attachments(world: MetaplugWorld, pod: Netns, mode: str) -> None:
+    """`metaplug set-default-route` (R13 in place): no interface is made or removed; one owner at a time; a gateway
+    the interface cannot reach is code 7 and leaves the cluster network's route; no gateway gives it back."""
+    conf = pod_with_blue(world)
+    assert world.call("ADD", conf, pod=pod).code == 0
+    cli = Cli(world, conf)
+    assert cli("attach", "c1", "red")[0] == 0 and cli("attach", "c1", "green")[0] == 0
+    links = {n: link["ifindex"] for n, link in pod.links().items()}
+
+    code, out = cli("set-default-route", "c1", "net1", "10.99.0.1")
+    assert code == 0, out
+    assert default_routes(pod) == [("10.99.0.1", "net1")]
+    assert [s["interface"] for s in out["status"] if s["default"]] == ["net1"]
+    code, out = cli("set-default-route", "c1", "net2", "10.98.0.1")  # R13: net1 owns it
+    assert code == 1 and out["code"] == 7 and "net1" in out["details"], out
+    code, out = cli("set-default-route", "c1", "eth0", "10.88.0.1")
+    assert code == 1 and out["code"] == 7, out
+    code, out = cli("set-default-route", "c1", "net1", "10.99.0.254")  # another gateway of the same owner
+    assert code == 0 and default_routes(pod) == [("10.99.0.254", "net1")], (out, default_routes(pod))
+
+    code, out = cli("set-default-route", "c1", "net1")  # given back
+    assert code == 0 and default_routes(pod) == [("10.88.0.1", "eth0")], out
+    code, out = cli("set-default-route", "c1", "net2", "10.55.0.1")  # unreachable from net2
+    assert code == 1 and out["code"] == 7 and "is back" in out["details"], out
+    assert default_routes(pod) == [("10.88.0.1", "eth0")]
+    assert [s["interface"] for s in journal_body(world)["status"] if s["default"]] == ["eth0"]
+    code, out = cli("set-default-route", "c1", "net2", "10.98.0.1")
+    assert code == 0 and default_routes(pod) == [("10.98.0.1", "net2")], out
+    merged = journal_body(world)["result"]
+    assert [r for r in merged["routes"] if r["dst"] == "0.0.0.0/0"] == [{"dst": "0.0.0.0/0", "gw": "10.98.0.1"}]
+    assert {n: link["ifindex"] for n, link in pod.links().items()} == links
+    check = world.call("CHECK", conf, pod=pod)
+    assert check.code == 0, check.stdout + check.stderr
+    assert world.call("DEL", conf, pod=pod).code == 0
+    assert world.state_files() == [] and world.reservations() == []

@@ -163,10 +163,10 @@ def red_attachment(world: MetaplugWorld) -> dict[str, Any]:
     return found[0] if len(found) == 1 else {}
 
 
-def test_changed_cni_args_and_default_route_remake_the_attachment(world: MetaplugWorld, sim: KubeSim,
-                                                                 pod: Netns) -> None:
-    """A changed `cni-args` (R10) or `default-route` (R13) of an element is a detach then an attach with ADD's rules:
-    the delegates get the new args, the default route moves to the element's gateway and comes back when dropped."""
+def test_changed_cni_args_remake_the_attachment_and_default_route_moves(world: MetaplugWorld, sim: KubeSim,
+                                                                       pod: Netns) -> None:
+    """A changed `cni-args` (R10) of an element is a detach then an attach with ADD's rules (the delegates get the new
+    args); a changed `default-route` (R13) moves the pod's default route in place and back when dropped."""
     daemon, conf = pod_with_red(world, sim, pod)
     assert pod.addresses("net1") == ["10.99.0.2/24"]
 
@@ -178,6 +178,8 @@ def test_changed_cni_args_and_default_route_remake_the_attachment(world: Metaplu
     plugins = json.loads(red_attachment(world)["conflist"])["plugins"]
     assert all(p["args"]["cni"] == {"note": "v2"} for p in plugins), plugins
 
+    # default-route added, then dropped: the route moves in place, the interface stays (same ifindex and address)
+    ifindex = pod.links()["net1"]["ifindex"]
     annotate(sim, [{"name": "red", "cni-args": {"note": "v2"}, "default-route": ["10.99.0.1"]}])
     wait_for(lambda: default_routes(pod) == [("10.99.0.1", "net1")], what="the default route moved to net1")
     wait_for(lambda: [(s["interface"], s["default"]) for s in json.loads(
@@ -185,6 +187,8 @@ def test_changed_cni_args_and_default_route_remake_the_attachment(world: Metaplu
     annotate(sim, [{"name": "red", "cni-args": {"note": "v2"}}])
     wait_for(lambda: default_routes(pod) == [("10.88.0.1", "eth0")], what="the cluster network's default back")
     wait_for(lambda: red_attachment(world).get("defaultRoute") == [], what="journal without an owner")
+    assert pod.links()["net1"]["ifindex"] == ifindex and pod.addresses("net1") == ["10.99.0.3/24"]
+    assert "default route moved in place" in daemon.log()
     assert not [e for e in sim.events if e.get("reason", "").startswith("Failed")], sim.events
     check = world.call("CHECK", conf, pod=pod, args=args())
     assert check.code == 0, check.stdout + check.stderr

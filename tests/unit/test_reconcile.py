@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from metaplug.attach.annotations import parse_networks_annotation
-from metaplug.reconcile import Reshape, diff, fixed_count
+from metaplug.reconcile import Reroute, Reshape, diff, fixed_count
 
 
 def record(ifname: str, network: str, caps: dict[str, Any] | None = None, cluster: bool = False) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def test_same_nad_twice_matches_in_order_and_explicit_names_first() -> None:
     assert changes.detach == [] and len(changes.attach) == 1
 
 
-def test_changed_cni_args_or_default_route_is_detach_then_attach() -> None:
+def test_changed_cni_args_is_detach_then_attach() -> None:
     conflist = json.dumps({"name": "blue", "plugins": [{"type": "macvlan", "args": {"cni": {"vlan": "7", "own": 1}}}]})
     made = {**record("blue0", "default/blue"), "conflist": conflist, "requestedCniArgs": {"vlan": "7"}}
     journal = [CLUSTER, made]
@@ -88,14 +88,18 @@ def test_changed_cni_args_or_default_route_is_detach_then_attach() -> None:
     assert diff(elements([{"name": "blue", "interface": "blue0", "cni-args": {"vlan": "9"}}]), old, 1).detach == [
         "blue0"]
 
-    owner = [CLUSTER, {**record("net1", "default/red"), "defaultRoute": ["10.99.0.1"]}]
-    assert not diff(elements([{"name": "red", "default-route": ["10.99.0.1"]}]), owner, 1)
-    for route in (["10.99.0.254"], None):
-        changes = diff(elements([{"name": "red", **({"default-route": route} if route else {})}]), owner, 1)
-        assert changes.detach == ["net1"] and [list(e.default_route) for e in changes.attach] == [route or []]
-    plain = [CLUSTER, record("net1", "default/red")]
-    changes = diff(elements([{"name": "red", "default-route": ["10.99.0.1"]}]), plain, 1)
-    assert changes.detach == ["net1"] and len(changes.attach) == 1
+
+
+def test_changed_default_route_moves_it_in_place_given_back_first() -> None:
+    owner = [CLUSTER, {**record("net1", "default/red"), "defaultRoute": ["10.99.0.1"]}, record("net2", "default/green")]
+    assert not diff(elements([{"name": "red", "default-route": ["10.99.0.1"]}, {"name": "green"}]), owner, 1)
+    for route in (["10.99.0.254"], []):
+        changes = diff(elements([{"name": "red", "default-route": route}, {"name": "green"}]), owner, 1)
+        assert changes.reroute == [Reroute("net1", route)] and not changes.detach and not changes.attach
+    changes = diff(elements([{"name": "red"}, {"name": "green", "default-route": ["10.98.0.1"]}]), owner, 1)
+    assert changes.reroute == [Reroute("net1", []), Reroute("net2", ["10.98.0.1"])]  # R13: one owner at a time
+    changes = diff(elements([{"name": "red", "ips": ["10.99.0.9/24"], "default-route": ["10.99.0.1"]}]), owner, 1)
+    assert changes.reroute == [] and changes.detach == ["net2", "net1"] and len(changes.attach) == 1  # made anew
 
 
 def test_ipam_claim_reference_alone_changes_nothing() -> None:
