@@ -89,7 +89,6 @@ def test_changed_cni_args_is_detach_then_attach() -> None:
         "blue0"]
 
 
-
 def test_changed_default_route_moves_it_in_place_given_back_first() -> None:
     owner = [CLUSTER, {**record("net1", "default/red"), "defaultRoute": ["10.99.0.1"]}, record("net2", "default/green")]
     assert not diff(elements([{"name": "red", "default-route": ["10.99.0.1"]}, {"name": "green"}]), owner, 1)
