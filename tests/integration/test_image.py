@@ -1,37 +1,30 @@
 """The DaemonSet image for real (issue 14): built by scripts/build-image from the Containerfile, its containers run
-with Podman exactly as configs/kubernetes says (commands, env, mounts, security contexts, host network and PID
-namespaces: all read from the YAML, so the manifests cannot drift from what ran here).
+exactly as configs/kubernetes says (commands, env, mounts, security contexts, host network and PID namespaces: all
+read from the YAML, so the manifests cannot drift from what ran here), by two engines: Podman, and a private
+containerd that imports the OCI archive with `ctr image import` and runs the containers with `ctr run`
+(tests/helpers/containerd.py).
 
-The "node" is a private mount namespace (a holder process, `NodeHost`) in which a temp host tree is mounted at the
-DaemonSet's hostPath paths (/opt/cni/bin, /etc/cni/net.d, /var/lib/cni, /run/metaplug), with private /run,
-/dev/shm, /var/lib, /var/tmp and /opt, while /run/netns stays the machine's (slave propagation: namespaces made
-after the daemon started are seen inside it, mountPropagation HostToContainer). Every container's network namespace
-is the test's node namespace (hostNetwork), never the machine's. The Kubernetes API is the simulator, listening in
-that node namespace. The install container puts the static shim and the conflist into the host tree; a libcni-style
-runtime on the host (metaplug.cni.tool, outside every container) drives ADD, CHECK and DEL of a pod with three
-attachments through the installed shim to the daemon container; the uninstall DaemonSet's container leaves the host
-tree as it was before install. Containers, the image store, the mounts and the namespaces are removed even when the
-test fails (by container ID and process ID).
+The "node" (tests/helpers/image_node.py) is a private mount namespace holding a temp host tree at the DaemonSet's
+hostPath paths; every engine and container runs in it and in the test's node network namespace (hostNetwork), never
+the machine's. The Kubernetes API is the simulator, listening in that node namespace. The install container puts the
+static shim and the conflist into the host tree; a libcni-style runtime on the host (metaplug.cni.tool, outside
+every container) drives ADD, CHECK and DEL of a pod with three attachments through the installed shim to the daemon
+container; the uninstall DaemonSet's container leaves the host tree as it was before install. Containers, the image
+stores, containerd, the mounts and the namespaces are removed even when the test fails (by container ID and process
+ID).
 """
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import shutil
-import signal
 import stat
 import subprocess
-import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 import yaml
@@ -40,70 +33,42 @@ from metaplug import __version__
 from metaplug import install as inst
 from metaplug.executable import host_problem
 from metaplug.netns import run_in_netns
+from tests.helpers.containerd import ContainerdEngine
+from tests.helpers.image_node import (
+    NETNS_DIRS,
+    BuiltImage,
+    ContainerEngine,
+    NodeHost,
+    PodmanEngine,
+    container,
+    host_paths,
+    http_get,
+    kubelet_container,
+    manifests,
+    pod_spec,
+    wait_for,
+)
 from tests.helpers.kube_sim import KubeSim
 from tests.helpers.netns import REPO, VENV_BIN, Netns, NetnsFactory, is_root
 
-CONFIGS = REPO / "configs" / "kubernetes"
 BUILD_SCRIPT = REPO / "scripts" / "build-image"
 REFERENCE = Path("/usr/lib/cni")
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
-NODE_NAME = "node-1"
-# the DaemonSet's netns volumes: the machine's own /run/netns, where the test's pod namespaces are pinned
-NETNS_DIRS = ("/run/netns", "/var/run/netns")
 NEEDED = ("podman", "runc", "mmdebstrap", "unshare", "nsenter")
+CONTAINERD = ("containerd", "ctr", "containerd-shim-runc-v2")
 
 pytestmark = pytest.mark.skipif(
     not is_root() or any(shutil.which(t) is None for t in NEEDED) or not (REFERENCE / "bridge").exists(),
     reason=f"needs root, {', '.join(NEEDED)} and the reference CNI plugins (bash .ci/setup installs them)")
-
-
-# ---------------------------------------------------------------- the manifests
-
-
-def yaml_docs(path: Path) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-class Manifests(NamedTuple):
-    daemonset: dict[str, Any]
-    uninstall: dict[str, Any]
-    configmaps: dict[str, dict[str, str]]  # name -> data
-
-
-def manifests() -> Manifests:
-    docs = [d for p in sorted(CONFIGS.glob("*.yaml")) for d in yaml_docs(p)]
-    (ds,) = [d for d in docs if d["kind"] == "DaemonSet"]
-    (un,) = [d for d in yaml_docs(CONFIGS / "uninstall" / "daemonset.yaml") if d["kind"] == "DaemonSet"]
-    cms = {d["metadata"]["name"]: d["data"] for d in docs if d["kind"] == "ConfigMap"}
-    return Manifests(ds, un, cms)
-
-
-def pod_spec(ds: dict[str, Any]) -> dict[str, Any]:
-    return dict(ds["spec"]["template"]["spec"])
-
-
-def container(spec: dict[str, Any], name: str) -> dict[str, Any]:
-    (found,) = [c for c in spec.get("initContainers", []) + spec["containers"] if c["name"] == name]
-    return dict(found)
-
-
-def host_paths(spec: dict[str, Any]) -> list[str]:
-    return [v["hostPath"]["path"] for v in spec["volumes"] if "hostPath" in v]
+needs_containerd = pytest.mark.skipif(any(shutil.which(t) is None for t in CONTAINERD),
+                                      reason=f"needs {', '.join(CONTAINERD)} (bash .ci/setup installs containerd)")
 
 
 # ---------------------------------------------------------------- the image
 
 
-class BuiltImage(NamedTuple):
-    tag: str
-    size: int
-    archive: Path
-    seconds: float
-
-
 @pytest.fixture(scope="session")
 def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    """scripts/build-image, once per test session (about 2-3 minutes here: two mmdebstrap bases, a vfs build)."""
+    """scripts/build-image, once per test session (about 1-3 minutes here: two mmdebstrap bases, a vfs build)."""
     out = tmp_path_factory.mktemp("image") / "metaplug.oci.tar"
     started = time.monotonic()
     proc = subprocess.run([str(BUILD_SCRIPT), "--output", str(out), "--python", str(VENV_BIN / "python")],
@@ -113,264 +78,52 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
     return BuiltImage(info["image"], int(info["size"]), Path(info["archive"]), time.monotonic() - started)
 
 
-# ---------------------------------------------------------------- the node
-
-
-HOLDER = r"""
-set -e
-root=$1 keep=$2; shift 2
-mount --make-rslave /
-# the machine's /run/netns, kept across the private /run (a slave of it: later namespaces appear here too)
-mkdir -p "$keep/netns" && mount --rbind /run/netns "$keep/netns"
-for d in /run /dev/shm /var/lib /var/tmp /opt; do mount -t tmpfs -o mode=0755 none "$d"; done
-mkdir /run/netns && mount --rbind "$keep/netns" /run/netns
-for p in "$@"; do
-  case $p in
-    /run/*|/var/lib/*|/var/tmp/*|/opt/*) mkdir -p "$p" ;;  # on the private tmpfs above
-    *) [ -d "$p" ] || { echo "no mount point $p on this machine" >&2; exit 1; } ;;
-  esac
-  mount --bind "$root$p" "$p"
-done
-echo ready
-exec sleep 86400
-"""
-
-
-class NodeHost:
-    """The node's mount namespace (see the module docstring) and a Podman whose storage is in a temp dir."""
-
-    def __init__(self, tmp: Path, node: Netns, tree_paths: Sequence[str]) -> None:
-        self.node = node
-        self.root = tmp / "host"
-        self.tree_paths = list(tree_paths)
-        self.dir = Path(tempfile.mkdtemp(prefix="mpt-img-"))  # short: Podman refuses a long runroot
-        self.holder: subprocess.Popen[bytes] | None = None
-        self.containers: list[str] = []
-        # runc (crun cannot use this machine's hybrid cgroups, and Podman wants cgroups for a host PID namespace)
-        # puts every container under this cgroup, removed in close()
-        self.cgroup = f"/{self.dir.name}"
-        self.runtime = ["--runtime", "runc", "--cgroup-parent", self.cgroup]
-        self.cgroups_left: list[str] = []
-        (self.dir / "containers.conf").write_text(
-            "[containers]\n"
-            'default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n'  # the defaults are above this machine's
-            "[engine]\n"
-            'cgroup_manager = "cgroupfs"\n'
-            'events_logger = "file"\n')
-
-    def host(self, path: str) -> Path:
-        """Where the host tree holds the node's `path`."""
-        return self.root / path.lstrip("/")
-
-    def start(self) -> NodeHost:
-        for p in self.tree_paths:
-            self.host(p).mkdir(parents=True, exist_ok=True)
-        self.holder = subprocess.Popen(
-            ["unshare", "-m", "--propagation", "slave", "sh", "-c", HOLDER, "sh", str(self.root),
-             str(self.dir / "keep"), *self.tree_paths], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert self.holder.stdout is not None
-        line = self.holder.stdout.readline()
-        if line != b"ready\n":
-            self.holder.wait(10)
-            err = self.holder.stderr.read().decode() if self.holder.stderr else ""
-            raise AssertionError(f"node mount namespace: {err}")
-        return self
-
-    def run(self, argv: Sequence[str], *, timeout: float = 120, env: dict[str, str] | None = None,
-            check: bool = False) -> subprocess.CompletedProcess[bytes]:
-        """`argv` on the node: in its mount namespace and in the test's node network namespace."""
-        assert self.holder is not None
-        proc = subprocess.run(["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", f"--net={self.node.path}",
-                               "--", *argv], capture_output=True, timeout=timeout,
-                              env=env or {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
-        if check and proc.returncode != 0:
-            raise AssertionError(f"{' '.join(argv)} exited {proc.returncode}: {proc.stderr.decode()}"
-                                 f"{proc.stdout.decode()}")
-        return proc
-
-    def podman(self, *args: str, timeout: float = 300, check: bool = True) -> str:
-        d = self.dir
-        proc = self.run(["podman", "--root", str(d / "store"), "--runroot", str(d / "run"), "--tmpdir",
-                         str(d / "tmp"), "--storage-driver", "vfs", *args], timeout=timeout, check=check,
-                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "CONTAINERS_CONF": str(d / "containers.conf"),
-                             "TMPDIR": str(d / "tmp")})
-        return proc.stdout.decode() + (proc.stderr.decode() if proc.returncode else "")
-
-    def logs(self, cid: str) -> str:
-        """A container's stdout and stderr."""
-        proc = self.run(["podman", "--root", str(self.dir / "store"), "--runroot", str(self.dir / "run"),
-                         "--storage-driver", "vfs", "logs", cid],
-                        env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin",
-                             "CONTAINERS_CONF": str(self.dir / "containers.conf")})
-        return proc.stdout.decode() + proc.stderr.decode()
-
-    def listing(self, skip: Sequence[str] = ()) -> dict[str, tuple[Any, ...]]:
-        """Every entry of the host tree (mode, owner; a file's inode, mtime and content hash; a symlink's target),
-        except those under the `skip` paths of the node."""
-        out: dict[str, tuple[Any, ...]] = {}
-        skipped = [self.host(p) for p in skip]
-        for dirpath, dirnames, filenames in os.walk(self.root):
-            dirnames[:] = [n for n in dirnames if Path(dirpath, n) not in skipped]
-            for name in dirnames + filenames:
-                path = os.path.join(dirpath, name)
-                st = os.lstat(path)
-                info: tuple[Any, ...] = (st.st_mode, st.st_uid, st.st_gid)
-                if stat.S_ISLNK(st.st_mode):
-                    info += (os.readlink(path),)
-                elif stat.S_ISREG(st.st_mode):
-                    info += (st.st_ino, st.st_mtime_ns, hashlib.sha256(Path(path).read_bytes()).hexdigest())
-                out["/" + os.path.relpath(path, self.root)] = info
-        return out
-
-    def close(self) -> None:
-        """Every container by ID, then every process left in the node's mount namespace by PID (conmon), then the
-        holder: the namespace and its mounts go with the last of them. The store goes with the temp dir."""
-        try:
-            for cid in reversed(self.containers):
-                self.podman("rm", "-f", "-t", "0", cid, timeout=120, check=False)
-        finally:
-            if self.holder is not None:
-                mnt = os.readlink(f"/proc/{self.holder.pid}/ns/mnt") if self.holder.poll() is None else None
-                for pid in _pids_in_mount_ns(mnt, exclude=self.holder.pid) if mnt else []:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-                if self.holder.poll() is None:
-                    self.holder.kill()
-                self.holder.wait(30)
-            self.cgroups_left = _remove_cgroups(self.cgroup)
-            shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _remove_cgroups(name: str, timeout: float = 10) -> list[str]:
-    """The cgroup `name` (runc and conmon made it and its children) in every hierarchy, innermost first; a process
-    still in it (a conmon on its way out) is killed by PID. Returns what could not be removed within `timeout`."""
-    assert name.startswith("/mpt-img-")
-    deadline = time.monotonic() + timeout
-    while True:
-        left = []
-        for top in [Path("/sys/fs/cgroup"), *Path("/sys/fs/cgroup").iterdir()]:
-            tree = top / name.lstrip("/")
-            if not tree.is_dir():
-                continue
-            for dirpath, _, _ in sorted(os.walk(tree), key=lambda w: -len(w[0])):
-                with contextlib.suppress(OSError, ValueError):
-                    for pid in Path(dirpath, "cgroup.procs").read_text().split():
-                        os.kill(int(pid), signal.SIGKILL)
-                try:
-                    os.rmdir(dirpath)
-                except OSError:
-                    left.append(dirpath)
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.2)
-
-
-def _pids_in_mount_ns(mnt: str, exclude: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in (exclude, os.getpid()):
-            continue
-        with contextlib.suppress(OSError):
-            if os.readlink(f"/proc/{entry}/ns/mnt") == mnt:
-                out.append(int(entry))
-    return out
-
-
-# ---------------------------------------------------------------- a container as the kubelet runs it
-
-
-def podman_run_args(spec: dict[str, Any], c: dict[str, Any], *, host: NodeHost, name: str, node: Netns,
-                    configmaps: dict[str, Path], service_account: tuple[Path, dict[str, str]] | None) -> list[str]:
-    """`podman run` arguments for container `c` of pod `spec`, from the manifest alone: host network and PID
-    namespaces (the node's network namespace is the "host" one), securityContext, env, volumeMounts (hostPath,
-    configMap, readOnly, mountPropagation), the service account the kubelet mounts, the image and command."""
-    args = ["run", "-d", "--name", name, *host.runtime, "--pull=never"]
-    assert spec.get("hostNetwork") is True
-    args += ["--network", f"ns:{node.path}"]
-    if spec.get("hostPID"):
-        args += ["--pid", "host"]
-    sc = c.get("securityContext", {})
-    if sc.get("privileged"):
-        args.append("--privileged")
-    if "runAsUser" in sc:
-        args += ["--user", str(sc["runAsUser"])]
-    if sc.get("readOnlyRootFilesystem"):
-        args += ["--read-only", "--read-only-tmpfs=false"]  # Kubernetes adds no tmpfs
-    for cap in sc.get("capabilities", {}).get("drop", []):
-        args += ["--cap-drop", cap]
-    for cap in sc.get("capabilities", {}).get("add", []):
-        args += ["--cap-add", cap]
-    if sc.get("allowPrivilegeEscalation") is False:
-        args += ["--security-opt", "no-new-privileges"]
-    assert sc.get("seccompProfile", {"type": "RuntimeDefault"})["type"] == "RuntimeDefault"  # podman's default
-    memory = c.get("resources", {}).get("limits", {}).get("memory")
-    if memory:
-        assert memory.endswith("Mi"), memory
-        args += ["--memory", f"{memory[:-2]}m"]  # Podman's m is MiB
-    for e in c.get("env", []):
-        if "value" in e:
-            value = e["value"]
-        else:
-            assert e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName", e
-            value = NODE_NAME
-        args += ["--env", f"{e['name']}={value}"]
-    volumes = {v["name"]: v for v in spec["volumes"]}
-    for m in c.get("volumeMounts", []):
-        v = volumes[m["name"]]
-        src = v["hostPath"]["path"] if "hostPath" in v else str(configmaps[v["configMap"]["name"]])
-        opts = ["ro"] if m.get("readOnly") else ["rw"]
-        propagation = m.get("mountPropagation", "None")
-        opts.append({"None": "rprivate", "HostToContainer": "rslave", "Bidirectional": "rshared"}[propagation])
-        args += ["--volume", f"{src}:{m['mountPath']}:{','.join(opts)}"]
-    if service_account is not None and spec.get("automountServiceAccountToken", True):
-        sa_dir, sa_env = service_account
-        args += ["--volume", f"{sa_dir}:{SA_DIR}:ro"]
-        args += [a for k, val in sa_env.items() for a in ("--env", f"{k}={val}")]
-    return [*args, c["image"], *c["command"], *c.get("args", [])]
-
-
-def http_get(node: Netns, host: str, port: int, path: str) -> int:
-    """A kubelet probe: GET from the node's network namespace; the status, 0 when nothing answers."""
-    def get() -> int:
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-        try:
-            with opener.open(f"http://{host}:{port}{path}", timeout=3) as reply:
-                return int(reply.status)
-        except urllib.error.HTTPError as e:
-            return int(e.code)
-        except OSError:
-            return 0
-
-    return int(run_in_netns(node.path, get))
-
-
-def wait_for(what: str, predicate: Any, timeout: float, log: Any = lambda: "") -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}: {log()}")
-
-
-# ---------------------------------------------------------------- the tests
-
-
 @pytest.fixture
-def node_host(tmp_path: Path, node: Netns, image: BuiltImage) -> Iterator[NodeHost]:
+def node_host(tmp_path: Path, node: Netns) -> Iterator[NodeHost]:
     m = manifests()
     paths = sorted({p for ds in (m.daemonset, m.uninstall) for p in host_paths(pod_spec(ds))} - set(NETNS_DIRS))
     h = NodeHost(tmp_path, node, paths)
     try:
-        h.start()
-        h.podman("load", "-q", "-i", str(image.archive))
-        yield h
+        yield h.start()
     finally:
         h.close()
     assert not h.cgroups_left, f"cgroups left behind: {h.cgroups_left}"
 
 
-def test_the_image_is_small_labelled_and_named_as_the_manifests_say(image: BuiltImage, node_host: NodeHost) -> None:
+@pytest.fixture
+def podman(node_host: NodeHost, image: BuiltImage) -> Iterator[PodmanEngine]:
+    engine = PodmanEngine(node_host)
+    try:
+        engine.load(image.archive)
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture
+def containerd(node_host: NodeHost, image: BuiltImage) -> Iterator[ContainerdEngine]:
+    engine = ContainerdEngine(node_host)
+    try:
+        engine.start_daemon()
+        yield engine
+    finally:
+        engine.close()
+
+
+@pytest.fixture(params=["podman", pytest.param("containerd", marks=needs_containerd)])
+def engine(request: pytest.FixtureRequest, image: BuiltImage) -> ContainerEngine:
+    """Each engine with the image loaded (`podman load`, `ctr image import`)."""
+    if request.param == "podman":
+        return request.getfixturevalue("podman")  # type: ignore[no-any-return]
+    ctr: ContainerdEngine = request.getfixturevalue("containerd")
+    ctr.load(image.archive)
+    return ctr
+
+
+# ---------------------------------------------------------------- the tests
+
+
+def test_the_image_is_small_labelled_and_named_as_the_manifests_say(image: BuiltImage, podman: PodmanEngine) -> None:
     print(f"\nimage {image.tag}: {image.size / 1e6:.1f} MB, built in {image.seconds:.0f} s")
     assert image.size < 150e6, f"{image.size / 1e6:.1f} MB"
     m = manifests()
@@ -379,7 +132,7 @@ def test_the_image_is_small_labelled_and_named_as_the_manifests_say(image: Built
             if c["image"].startswith("registry.k8s.io/pause:"):
                 continue  # the uninstall DaemonSet's idle container
             assert c["image"] == image.tag == f"ghcr.io/metaplug/metaplug:{__version__}"
-    info = json.loads(node_host.podman("image", "inspect", image.tag))[0]
+    info = json.loads(podman.podman("image", "inspect", image.tag))[0]
     labels = info["Config"]["Labels"]
     assert labels["org.opencontainers.image.version"] == __version__
     assert labels["org.opencontainers.image.source"].startswith("https://")
@@ -391,11 +144,23 @@ def test_the_image_is_small_labelled_and_named_as_the_manifests_say(image: Built
              f"test -x {inst.IMAGE_SHIM} && echo shim; "
              # ipMasq / portmap delegates run in the daemon's container
              "command -v iptables >/dev/null && echo iptables")
-    out = node_host.podman("run", "--rm", *node_host.runtime, "--network", "none", image.tag, "sh", "-c", probe)
+    out = podman.podman("run", "--rm", *podman.runtime, "--network", "none", image.tag, "sh", "-c", probe)
     assert out.split() == ["65532", "shim", "iptables"], out
 
 
-def test_install_daemon_and_uninstall_containers_on_a_node(node_host: NodeHost, image: BuiltImage, node: Netns,
+@needs_containerd
+def test_ctr_imports_the_archive_under_the_manifests_name(image: BuiltImage, containerd: ContainerdEngine) -> None:
+    """`ctr -n k8s.io image import` (README "The image") names the image exactly as the DaemonSet does, so the
+    kubelet finds it without a pull (imagePullPolicy IfNotPresent, the default for a tag that is not :latest)."""
+    daemon_c = container(pod_spec(manifests().daemonset), "daemon")
+    assert daemon_c.get("imagePullPolicy", "IfNotPresent") == "IfNotPresent"
+    assert containerd.load(image.archive) == [image.tag] == [daemon_c["image"]]
+    config = containerd.image_config(image.tag)
+    assert config["config"]["Labels"]["org.opencontainers.image.version"] == __version__
+    assert config["config"]["User"] == "65532:65532"
+
+
+def test_install_daemon_and_uninstall_containers_on_a_node(engine: ContainerEngine, node_host: NodeHost, node: Netns,
                                                            netns_factory: NetnsFactory, tmp_path: Path) -> None:
     m = manifests()
     spec, un_spec = pod_spec(m.daemonset), pod_spec(m.uninstall)
@@ -436,15 +201,13 @@ def test_install_daemon_and_uninstall_containers_on_a_node(node_host: NodeHost, 
 
         # the DaemonSet's pod: the daemon, then install (which waits for the daemon's /readyz itself)
         def start(pod: dict[str, Any], c: dict[str, Any], sa: tuple[Path, dict[str, str]] | None) -> str:
-            cid = h.podman(*podman_run_args(pod, c, host=h, name=f"mpt-{c['name']}-{uuid.uuid4().hex[:8]}",
-                                            node=node, configmaps=configmaps, service_account=sa)).strip()
-            h.containers.append(cid)
-            return cid
+            kc = kubelet_container(pod, c, configmaps=configmaps, service_account=sa)
+            return engine.start(f"mpt-{c['name']}-{uuid.uuid4().hex[:8]}", kc)
 
         daemon_id = start(spec, daemon_c, service_account)
 
         def daemon_log() -> str:
-            return h.logs(daemon_id)
+            return engine.logs(daemon_id)
 
         ready = daemon_c["readinessProbe"]["httpGet"]
         wait_for("the daemon's readiness probe", lambda: http_get(node, ready["host"], ready["port"],
@@ -454,7 +217,7 @@ def test_install_daemon_and_uninstall_containers_on_a_node(node_host: NodeHost, 
         install_id = start(spec, install_c, service_account)
         conflist_path = conf_dir / inst.CONFLIST_NAME
         wait_for("the install container's conflist", conflist_path.exists, 60,
-                 lambda: h.logs(install_id))
+                 lambda: engine.logs(install_id))
 
         # the host holds the static shim (from the image) and a conflist naming it
         shim = bin_dir / inst.SHIM_NAME
@@ -500,16 +263,15 @@ def test_install_daemon_and_uninstall_containers_on_a_node(node_host: NodeHost, 
         sim.stop()
 
     # kubectl delete ds metaplug: both containers get SIGTERM and terminationGracePeriodSeconds
-    grace = str(spec["terminationGracePeriodSeconds"])
-    for cid_ in (install_id, daemon_id):
-        h.podman("stop", "-t", grace, cid_, timeout=int(grace) + 30)
-    assert h.podman("inspect", "--format", "{{.State.ExitCode}}", daemon_id).strip() == "0", daemon_log()
+    grace = int(spec["terminationGracePeriodSeconds"])
+    codes = [engine.stop(cid_, grace) for cid_ in (install_id, daemon_id)]
+    assert codes[1] == 0, daemon_log()
     assert '"exception"' not in daemon_log() and "Traceback" not in daemon_log(), daemon_log()
 
     # configs/kubernetes/uninstall/: its init container puts the node back as it was
     uninstall_id = start(un_spec, container(un_spec, "uninstall"), None)
-    code = h.podman("wait", uninstall_id, timeout=120).strip()
-    logs = h.logs(uninstall_id)
-    assert code == "0", logs
+    code = engine.wait(uninstall_id, timeout=120)
+    logs = engine.logs(uninstall_id)
+    assert code == 0, logs
     assert "removed /etc/cni/net.d/00-metaplug.conflist" in logs, logs
     assert h.listing(skip=[ipam_dir]) == before, logs
