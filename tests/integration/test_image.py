@@ -24,7 +24,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import yaml
@@ -66,16 +66,54 @@ needs_containerd = pytest.mark.skipif(any(shutil.which(t) is None for t in CONTA
 # ---------------------------------------------------------------- the image
 
 
-@pytest.fixture(scope="session")
-def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
-    """scripts/build-image, once per test session (about 1-3 minutes here: two mmdebstrap bases, a vfs build)."""
-    out = tmp_path_factory.mktemp("image") / "metaplug.oci.tar"
+def build_image(out: Path, *args: str) -> tuple[BuiltImage, str]:
+    """scripts/build-image --output `out` `args`; the image and the script's log."""
     started = time.monotonic()
-    proc = subprocess.run([str(BUILD_SCRIPT), "--output", str(out), "--python", str(VENV_BIN / "python")],
+    proc = subprocess.run([str(BUILD_SCRIPT), "--output", str(out), "--python", str(VENV_BIN / "python"), *args],
                           capture_output=True, timeout=1200, cwd=REPO)
     assert proc.returncode == 0, proc.stderr.decode()[-6000:]
     info = dict(line.split("=", 1) for line in proc.stdout.decode().split())
-    return BuiltImage(info["image"], int(info["size"]), Path(info["archive"]), time.monotonic() - started)
+    built = BuiltImage(info["image"], int(info["size"]), Path(info["archive"]), time.monotonic() - started)
+    return built, proc.stderr.decode()
+
+
+@pytest.fixture(scope="session")
+def image(tmp_path_factory: pytest.TempPathFactory) -> BuiltImage:
+    """scripts/build-image, once per test session (about 1-2 minutes here: two mmdebstrap bases, a vfs build)."""
+    return build_image(tmp_path_factory.mktemp("image") / "metaplug.oci.tar")[0]
+
+
+# The registry path (--base registry) FROM stand-ins for docker.io's bases, made here like the local ones but named
+# as the public images, and like python:3.11-slim-bookworm without iptables: the script must fetch iptables and what
+# it needs outside the build, and the Containerfile install them with dpkg (README "The image").
+REGISTRY_BASES = {"docker.io/library/python:3.11-slim-bookworm": "usr-is-merged,python3-minimal,libpython3-stdlib",
+                  "docker.io/library/gcc:12-bookworm": "usr-is-merged,gcc,libc6-dev"}
+
+
+class RegistryPathImage(NamedTuple):
+    image: BuiltImage
+    log: str
+
+
+@pytest.fixture(scope="session")
+def registry_path_image(tmp_path_factory: pytest.TempPathFactory) -> RegistryPathImage:
+    """scripts/build-image --base registry with the stand-in bases as --base-rootfs (about 1-2 minutes here)."""
+    if Path("/etc/os-release").read_text().find("VERSION_CODENAME=bookworm") < 0:
+        pytest.skip("the stand-ins for docker.io's bookworm bases are made from this machine's Debian: needs bookworm")
+    tmp = tmp_path_factory.mktemp("registry-path")
+    trim = [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "locale", "info")]
+    procs = {name: subprocess.Popen(
+        ["mmdebstrap", "--quiet", "--variant=essential", f"--include={packages}",
+         "--hook-dir=/usr/share/mmdebstrap/hooks/merged-usr", *trim, "bookworm", str(tmp / f"{i}.tar")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i, (name, packages) in enumerate(REGISTRY_BASES.items())}
+    for name, proc in procs.items():
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 0, f"mmdebstrap of the stand-in for {name}: {err.decode()[-3000:]}"
+    rootfs = [a for i, name in enumerate(REGISTRY_BASES) for a in ("--base-rootfs", f"{name}={tmp / f'{i}.tar'}")]
+    built, log = build_image(tmp / "metaplug.oci.tar", "--base", "registry", *rootfs)
+    for i in range(len(REGISTRY_BASES)):
+        (tmp / f"{i}.tar").unlink()
+    return RegistryPathImage(built, log)
 
 
 @pytest.fixture
@@ -158,6 +196,34 @@ def test_ctr_imports_the_archive_under_the_manifests_name(image: BuiltImage, con
     config = containerd.image_config(image.tag)
     assert config["config"]["Labels"]["org.opencontainers.image.version"] == __version__
     assert config["config"]["User"] == "65532:65532"
+
+
+def test_the_registry_path_installs_iptables_into_a_base_that_lacks_it(registry_path_image: RegistryPathImage,
+                                                                       node_host: NodeHost, node: Netns) -> None:
+    """--base registry FROM a slim-like base without iptables (a stand-in under the public name, see
+    REGISTRY_BASES): the script fetched iptables and its libraries (only what the base lacks) outside the build,
+    dpkg installed them in the build, and the image has a working iptables and nothing of the .deb files."""
+    built, log = registry_path_image
+    fetched = log.split("lacks iptables: ", 1)[1].split(" fetched", 1)[0].split()
+    assert "iptables" in fetched and "libxtables12" in fetched, log
+    assert "libc6" not in fetched and "python3-minimal" not in fetched  # the base has them
+    print(f"\nregistry path (stand-in bases): {built.size / 1e6:.1f} MB, built in {built.seconds:.0f} s")
+    podman = PodmanEngine(node_host)
+    try:
+        assert podman.load(built.archive) == [built.tag]
+        probe = ("ls /debs /var/cache/apt/archives/*.deb 2>/dev/null; command -v apt-get; id -u; "
+                 "dpkg-query -W -f '${db:Status-Status}\\n' " + " ".join(fetched) + " | sort -u; "
+                 "metaplug version >/dev/null && echo metaplug; "
+                 f"test -x {inst.IMAGE_SHIM} && echo shim")
+        out = podman.podman("run", "--rm", *podman.runtime, "--network", "none", built.tag, "sh", "-c", probe)
+        assert out.split() == ["65532", "installed", "metaplug", "shim"], out
+        # iptables reads the node's (the test's namespace's) tables through the kernel: the binary and its
+        # libraries work, as the daemon's delegates (bandwidth, portmap, ipMasq) need them
+        out = podman.podman("run", "--rm", *podman.runtime, "--network", f"ns:{node.path}", "--privileged",
+                            "--user", "0", built.tag, "sh", "-c", "iptables --version && iptables -w 5 -S")
+        assert "iptables v" in out and "-P INPUT ACCEPT" in out, out
+    finally:
+        podman.close()
 
 
 def test_install_daemon_and_uninstall_containers_on_a_node(engine: ContainerEngine, node_host: NodeHost, node: Netns,

@@ -84,7 +84,23 @@ def test_wheels_are_installed_offline_from_the_prepared_directory() -> None:
     assert f"venv --without-pip {venv_dir}" in runs(venv)  # its bin/ holds metaplug, mp-* and the shim
     # the build context lets in exactly what the stages copy
     allowed = [ln[1:] for ln in (REPO / ".containerignore").read_text().splitlines() if ln.startswith("!")]
-    assert sorted(allowed) == ["build/wheels/", "metaplug/shim/metaplug-shim.c"]
+    assert sorted(allowed) == ["build/debs/", "build/wheels/", "metaplug/shim/metaplug-shim.c"]
+
+
+def test_iptables_comes_from_debs_fetched_outside_the_build_and_leaves_no_trace() -> None:
+    """The final stage installs build/debs (what the base lacks of iptables; empty when it has it) with dpkg from a
+    bind mount, so no .deb lands in a layer, and fails the build when iptables is still missing; the script fills
+    build/debs with apt resolving against the base's own dpkg status, outside the build."""
+    final = stages()[-1]
+    dpkg = next(rest for word, rest in final.instructions if word == "RUN" and "dpkg" in rest)
+    assert dpkg.startswith("--mount=type=bind,source=build/debs,target=/debs ")
+    assert "dpkg --install" in dpkg and "/debs/*.deb" in dpkg and dpkg.rstrip().endswith("iptables --version")
+    assert not any("debs" in rest for word, rest in final.instructions if word in ("COPY", "ADD"))
+    script = (REPO / "scripts" / "build-image").read_text()
+    apt = re.search(r"apt-get install (.*?) iptables", script, re.S)
+    assert apt is not None and "--download-only" in apt.group(1) and "--no-install-recommends" in apt.group(1)
+    assert 'Dir::State::status="$work/dpkg/status"' in apt.group(1)  # the base's status, not the machine's
+    assert "mv \"$work\"/debs/*.deb build/debs/" in script
 
 
 def test_the_daemon_config_finds_the_bundled_delegates_in_the_image() -> None:
