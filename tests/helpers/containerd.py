@@ -65,6 +65,8 @@ class ContainerdEngine:
             if self.daemon.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"containerd did not start: {self.daemon_log()}")
             time.sleep(0.2)
+        # --net-host gives the containers containerd's own network namespace: it must be the test's node namespace
+        assert os.stat(f"/proc/{self.daemon.pid}/ns/net").st_ino == os.stat(self.host.node.path).st_ino
         return self
 
     def daemon_log(self) -> str:

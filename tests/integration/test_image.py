@@ -11,7 +11,8 @@ static shim and the conflist into the host tree; a libcni-style runtime on the h
 every container) drives ADD, CHECK and DEL of a pod with three attachments through the installed shim to the daemon
 container; the uninstall DaemonSet's container leaves the host tree as it was before install. Containers, the image
 stores, containerd, the mounts and the namespaces are removed even when the test fails (by container ID and process
-ID).
+ID). The registry path of the build script (FROM docker.io's bases, which cannot be pulled here) runs with stand-ins
+under the public names that, like python:3.11-slim-bookworm, lack iptables.
 """
 
 from __future__ import annotations
