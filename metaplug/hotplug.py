@@ -208,12 +208,12 @@ def _plan_element(cfg: MetaplugConfig, body: JournalRecord, element: JsonObject)
 def _attach_locked(cfg: MetaplugConfig, key: journal.JournalKey, body: JournalRecord,
                    record: AttachmentRecord) -> Outcome:
     from metaplug import netns, plugin
-    from metaplug.runner import run_attachments
+    from metaplug.runner import Recorder, run_attachments
 
     earlier = body["attachments"][:-1]
     try:
         results = recorded_results(earlier)
-        results += run_attachments(key, body, start=len(earlier))
+        results += run_attachments(Recorder(key, body), start=len(earlier))
         if record["defaultRoute"]:  # R13 exactly as ADD does it (plugin._finish)
             netns.move_default_route(body["netns"], body["attachments"][0]["ifname"], record["ifname"],
                                      record["defaultRoute"])

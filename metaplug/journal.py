@@ -5,12 +5,14 @@ attached by several meta networks or ifnames), its previous version `<...>.json.
 A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file `.<...>.json.tmp.<pid>`,
 fsync, rename, fsync dir: `cni.files.atomic_write`).
 
-Durability: every write is atomic and its data is on disk before the rename, so whatever version a crash leaves is
-whole. The directory fsync that makes the rename itself survive a power loss (~4 ms on a busy disk) is needed only for
-the first record of an ADD, written before the first delegate runs: every record lists every planned attachment, so
-losing a later rename to a power cut leaves an earlier whole record, and DEL from it still deletes every attachment
-(DEL of what is absent or half-made succeeds, cni.md 11). That first record also syncs stateDir, whose entry for the
-new container directory would otherwise be lost to a power cut with the record inside it. A process crash (SIGKILL,
+Durability: every write is atomic, so a crash leaves the old or the new version, never a mix. A durable write (the
+default) also syncs the data before the rename and the directory after it (~4 ms on a busy disk), and stateDir, whose
+entry for the new container directory would otherwise be lost to a power cut with the record inside it. An ADD makes
+only its first record durable, written before the first delegate runs and listing every planned attachment
+(runner.Recorder); its later records (a result, the next attachment "adding", the merged result) are not synced at
+all: a power cut may lose them or leave them empty, so none of them ever becomes `.prev` while that durable record is
+the one to fall back to, and DEL from it alone deletes every attachment (DEL of what is absent or half-made succeeds,
+cni.md 11; tests/integration/test_crash_points.py cuts the power at every delegate start). A process crash (SIGKILL,
 OOM) loses nothing: the renamed file is in the page cache.
 
 The body (`JournalRecord`, below, with every on-disk key explained) keeps, per attachment (`AttachmentRecord`), the
@@ -241,16 +243,17 @@ def decode(path: str, raw: bytes) -> JournalRecord:
     return cast("JournalRecord", body)  # written by `write`, checksum intact: the shape metaplug wrote
 
 
-def write(key: JournalKey, body: JournalRecord, *, durable: bool = True) -> None:
+def write(key: JournalKey, body: JournalRecord, *, durable: bool = True, keep_previous: bool = True) -> None:
     """Replace the journal atomically, keeping the version it replaces as `<journal>.prev` (issue 9, defect 7: one
-    lost or damaged file never loses the pod's networks; every record lists every planned attachment). `durable`
-    also makes the rename survive a power loss (see the module's docstring)."""
+    lost or damaged file never loses the pod's networks; every record lists every planned attachment). `durable`:
+    the new record survives a power loss; else nothing is synced, and with `keep_previous` False `.prev` stays as it
+    is (the durable record to fall back to, see the module's docstring)."""
     body["version"] = JOURNAL_VERSION
     doc = {"checksum": checksum(body), "body": body}
     try:
         files.make_dirs(key.container_dir)
-        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), sync_dir=durable,
-                           previous=key.previous_path)
+        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), durable=durable,
+                           previous=key.previous_path if keep_previous else None)
         if durable:
             files.fsync_dir(key.state_dir)  # the container directory's own entry (made by `locked`) survives too
     except OSError as exc:

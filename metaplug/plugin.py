@@ -121,19 +121,20 @@ def cmd_add(env: CniEnv, conf: NetConf, raw: bytes) -> Result:
 
 def _add_locked(env: CniEnv, conf: NetConf, cfg: MetaplugConfig, key: journal.JournalKey) -> Result:
     from metaplug.cni.convert import convert_result
-    from metaplug.runner import run_attachments
+    from metaplug.runner import Recorder, run_attachments
 
     body, kube = plan_add(env, conf, cfg)
     _wait_for_readiness(cfg.readiness_indicator_file, cfg.readiness_timeout)
 
+    recorder = Recorder(key, body)
     try:
-        results = run_attachments(key, body, parallel=cfg.parallel)
+        results = run_attachments(recorder, parallel=cfg.parallel)
         merged, status = _finish(env, conf, cfg, body, results)
         # Converting can fail (0.2.0 without any IP, cni.md 30): do it before ADD counts as done, so it rolls back.
         reply = convert_result(merged if cfg.result == "merged" else body["primaryResult"], conf["cniVersion"])
         body["status"] = status
         body["result"] = merged
-        journal.write(key, body, durable=False)  # the first record, durable, already lists every attachment
+        recorder.write()  # not synced: the first record, durable, already lists every attachment
     except BaseException as exc:
         raise rolled_back(exc, _rollback(key, env, body), "ADD") from exc
     if kube is not None:

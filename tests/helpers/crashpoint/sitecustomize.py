@@ -4,8 +4,9 @@ A "step" is one change metaplug makes to the world: a file created or written, s
 directory made or removed, a lock taken, a delegate started. With METAPLUG_TEST_CRASH_LOG every step is appended to
 that file (one JSON line: step number, operation, argument, and the PIDs of the delegates started so far); with
 METAPLUG_TEST_CRASH_AT=N the process SIGKILLs itself right before step N (or, for a delegate start, right after
-it: the delegate then runs on without metaplug, as after a real crash). Nothing of metaplug knows about this file;
-both variables are removed from the environment at once, so no delegate inherits them.
+it: the delegate then runs on without metaplug, as after a real crash). An fsync's line also names the synced inode
+("ino"). Nothing of metaplug knows about this file; both variables are removed from the environment at once, so no
+delegate inherits them.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ _open, _write, _close = os.open, os.write, os.close
 def _record(op: str, arg: Any) -> None:
     if not _LOG:
         return
+    entry = {"step": _step, "op": op, "arg": str(arg), "spawned": _spawned}
+    if op == "fsync":  # which file's data reaches the disk (the power-cut tests lose every other file's)
+        entry["ino"] = os.fstat(arg).st_ino
     fd = _open(_LOG, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
-        _write(fd, (json.dumps({"step": _step, "op": op, "arg": str(arg), "spawned": _spawned}) + "\n").encode())
+        _write(fd, (json.dumps(entry) + "\n").encode())
     finally:
         _close(fd)
 
