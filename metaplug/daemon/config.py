@@ -16,7 +16,9 @@ DEFAULT_METRICS = "127.0.0.1:9091"
 DEFAULT_MAX_CALLS = 16
 SHUTDOWN_TIMEOUT = 30.0  # seconds SIGTERM waits for the calls in flight
 WAIT_TIMEOUT = 60.0  # seconds a call waits for its container or a free slot before it is answered "try again"
-DAEMON_KEYS = ("socketPath", "spoolDir", "metricsAddress", "maxConcurrentCalls", "inProcessDelegates", "nodeName")
+DEFAULT_CNI_CONF_DIR = "/etc/cni/net.d"  # the runtime's conflists (install's --cni-conf-dir)
+DAEMON_KEYS = ("socketPath", "spoolDir", "metricsAddress", "maxConcurrentCalls", "inProcessDelegates", "nodeName",
+               "cniConfDir")
 NODE_NAME_ENV = "NODE_NAME"  # set from the downward API (fieldRef spec.nodeName) in the DaemonSet
 
 
@@ -33,6 +35,7 @@ class DaemonConfig(NamedTuple):
     max_concurrent_calls: int
     in_process_delegates: bool  # serve the bundled mp-* delegates in-process (inprocess.py)
     node_name: str | None  # whose pods the daemon watches (with a kubeconfig)
+    cni_conf_dir: str  # where readiness finds the shim's conflist, else the network install wraps (readiness.py)
     log_level: str
     log_file: str | None
 
@@ -67,10 +70,12 @@ def from_dict(raw: Mapping[str, Any], environ: Mapping[str, str] | None = None) 
         raise ConfigError("nodeName: must be a non-empty string (the node's name in Kubernetes)")
     node_name = node_name or (os.environ if environ is None else environ).get(NODE_NAME_ENV) or None
     log_file = raw.get("logFile")
+    cni_conf_dir = _absolute(raw, "cniConfDir", DEFAULT_CNI_CONF_DIR)
     return DaemonConfig(
         defaults={k: v for k, v in raw.items() if k not in DAEMON_KEYS},
         socket_path=socket_path, spool_dir=spool_dir, metrics_host=host.strip("[]"), metrics_port=int(port),
         max_concurrent_calls=max_calls, in_process_delegates=in_process, node_name=node_name,
+        cni_conf_dir=cni_conf_dir,
         log_level=str(raw.get("logLevel", raw.get("loglevel", "info"))).lower(),
         log_file=log_file if isinstance(log_file, str) and log_file else None,
     )

@@ -440,11 +440,15 @@ class Daemon:
     def _maintain(self) -> None:
         """Replay the spool and re-check readiness, until shutdown."""
         while not self.stopping.is_set():
+            before = self._readiness
             try:
                 self._readiness = self._check()
             except Exception as exc:  # never let the readiness thread die
                 log.exception("readiness check failed")
                 self._readiness = (False, f"readiness check failed: {exc}")
+            if self._readiness != before:  # each change of readiness or of its reason, once
+                ready, why = self._readiness
+                (log.info if ready else log.warning)("ready" if ready else "not ready", extra={"reason": why})
             self.metrics.ready.set(1 if self._readiness[0] else 0)
             self.stopping.wait(5.0 if self._readiness[0] else 1.0)
 
@@ -461,20 +465,27 @@ class Daemon:
         return (True, "ready") if ok else (False, f"cluster network not ready: {why}")
 
     def _cluster_status(self) -> tuple[bool, str]:
-        defaults = self.cfg.defaults
-        if not (defaults.get("clusterNetwork") or defaults.get("delegates")):
-            return True, "no cluster network in the daemon's config"
-        conf = {"cniVersion": CURRENT_VERSION, "name": "metaplug", **defaults}
-        # the delegates are searched in binDir, then in the daemon's own CNI_PATH
+        """STATUS (cni.md 13) of the cluster network a call would use (readiness.py: the shim's conflist over the
+        daemon's config, else the network install wraps); the delegates are searched in binDir, then in the daemon's
+        own CNI_PATH."""
+        from metaplug.daemon.readiness import Unreadable, cluster_conf
+
+        try:
+            found = cluster_conf(self.cfg)
+        except Unreadable as exc:
+            return False, str(exc)
+        if found.conf is None:
+            return True, found.source
         env = {"CNI_COMMAND": "STATUS", "CNI_PATH": os.environ.get("CNI_PATH", "")}
-        status, out, _ = contextvars.copy_context().run(plugin.run, env, json.dumps(conf).encode())
+        status, out, _ = contextvars.copy_context().run(plugin.run, env, json.dumps(found.conf).encode())
         if status == 0:
             return True, "ok"
         try:
             doc = json.loads(out)
-            return False, f"{doc.get('msg')}: {doc.get('details', '')}"
+            why = f"{doc.get('msg')}: {doc.get('details', '')}"
         except ValueError:
-            return False, out.strip()
+            why = out.strip()
+        return False, f"{why} (from {found.source})"
 
 
 def _error_code(response: Response) -> int | None:

@@ -60,7 +60,9 @@ class Daemon:
         self.node = node
         self.env = metaplug_env(env)
         self.dir = directory
-        self.config = {"socketPath": str(directory / "run" / "mp.sock"), "logLevel": "debug", **(config or {})}
+        # cniConfDir: readiness looks for the cluster network there; never the host's /etc/cni/net.d
+        self.config = {"socketPath": str(directory / "run" / "mp.sock"), "logLevel": "debug",
+                       "cniConfDir": str(directory / "net.d"), **(config or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
 

@@ -234,6 +234,61 @@ def test_readiness_needs_the_cluster_network(world: MetaplugWorld) -> None:
     assert daemon.http("/healthz")[0] == 200
 
 
+def _log_lines(daemon: Any) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in daemon.log().splitlines() if line.startswith("{")]
+
+
+def _failing_status(world: MetaplugWorld, name: str, log: Path, *, fail: bool) -> dict[str, Any]:
+    conf = fake_net(world, name, log, **({"on": {"STATUS": "error-json"}} if fail else {}),
+                    error={"code": 50, "msg": f"{name} is down", "details": "the fake says so"})
+    conf["cniVersion"] = "1.1.0"  # STATUS reaches delegates of 1.1.0 (cni.md 13)
+    return conf
+
+
+def test_readiness_checks_the_network_install_would_wrap(world: MetaplugWorld, fakes: list[Path]) -> None:
+    """The shipped ConfigMap names no clusterNetwork: /readyz checks what a call would use, here the first conf file
+    of cniConfDir (install wraps it); its failing STATUS keeps the daemon not ready, the reason in the body and the
+    log, until it recovers."""
+    log = world.tmp / "fake.log"
+    fakes.append(log)
+    conf_dir = world.tmp / "d" / "net.d"
+    conf_dir.mkdir(parents=True)
+    cluster = conf_dir / "10-flaky.conflist"
+    cluster.write_text(json.dumps(_failing_status(world, "flaky", log, fail=True)))
+    daemon = world.start_daemon(binDir=str(world.tmp / "bin"))
+    wait_for(lambda: "flaky is down" in daemon.http("/readyz")[1], what="the first readiness check")
+    status, body = daemon.http("/readyz")
+    assert status == 503 and str(cluster) in body, body
+    assert any(e["command"] == "STATUS" for e in fake_delegate.read_log(log))
+    assert any(line.get("msg") == "not ready" and line.get("level") == "warning"
+               and "flaky is down" in line.get("reason", "") for line in _log_lines(daemon)), daemon.log()
+    cluster.write_text(json.dumps(_failing_status(world, "flaky", log, fail=False)))
+    daemon.wait_ready()
+    assert any(line.get("msg") == "ready" for line in _log_lines(daemon)), daemon.log()
+
+
+def test_readiness_checks_the_cluster_network_of_the_shims_conflist(world: MetaplugWorld, fakes: list[Path]) -> None:
+    """The shim's conflist (as install writes it) names the cluster network: that one is checked, not the first
+    conf file, and not only what the daemon's config says."""
+    log = world.tmp / "fake.log"
+    fakes.append(log)
+    conf_dir = world.tmp / "d" / "net.d"
+    conf_dir.mkdir(parents=True)
+    (conf_dir / "10-good.conflist").write_text(json.dumps(_failing_status(world, "good", log, fail=False)))
+    bad = conf_dir / "20-bad.conflist"
+    bad.write_text(json.dumps(_failing_status(world, "bad", log, fail=True)))
+    (conf_dir / "00-metaplug.conflist").write_text(json.dumps({
+        "cniVersion": "1.1.0", "name": "metaplug",
+        "plugins": [{"type": "metaplug-shim", "socketPath": str(world.tmp / "d" / "run" / "mp.sock"),
+                     "clusterNetwork": str(bad)}]}))
+    daemon = world.start_daemon(binDir=str(world.tmp / "bin"))
+    wait_for(lambda: "bad is down" in daemon.http("/readyz")[1], what="the first readiness check")
+    status, body = daemon.http("/readyz")
+    assert status == 503 and "00-metaplug.conflist" in body, body
+    (conf_dir / "00-metaplug.conflist").unlink()  # without it, the first conf file (good) is what install wraps
+    daemon.wait_ready()
+
+
 # ---------------------------------------------------------------- crashes and shutdown
 
 

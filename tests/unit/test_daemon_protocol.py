@@ -98,7 +98,9 @@ def test_config_defaults_and_daemon_keys() -> None:
     assert cfg.socket_path == "/run/metaplug/metaplug.sock"
     assert cfg.spool_dir == "/run/metaplug/spool"
     assert (cfg.metrics_host, cfg.metrics_port, cfg.max_concurrent_calls) == ("::1", 9100, 3)
+    assert cfg.cni_conf_dir == "/etc/cni/net.d"  # install's --cni-conf-dir default: readiness looks there
     assert cfg.defaults == {"stateDir": "/s"}
+    assert dconfig.from_dict({"cniConfDir": "/host/net.d"}).defaults == {}  # a daemon key, never the core's
 
 
 @pytest.mark.parametrize("raw,needle", [
@@ -107,6 +109,7 @@ def test_config_defaults_and_daemon_keys() -> None:
     ({"metricsAddress": "nohost"}, "metricsAddress"),
     ({"maxConcurrentCalls": 0}, "maxConcurrentCalls"),
     ({"maxConcurrentCalls": True}, "maxConcurrentCalls"),
+    ({"cniConfDir": "etc/cni/net.d"}, "cniConfDir"),
 ])
 def test_config_errors_name_the_key(raw: dict, needle: str) -> None:
     with pytest.raises(dconfig.ConfigError, match=needle):
