@@ -1,7 +1,7 @@
 """Daemon mode vs the same delegate calls made directly: one pod = cluster network + two macvlan NADs.
 
     .venv/bin/python bench/daemon.py [--pairs 10] [--rounds 3] [--thin] [--delegates reference|mp]
-                                     [--direct reference|mp] [--json]                                     (root)
+                                     [--direct reference|mp] [--before CHECKOUT] [--json]                 (root)
 
 The pod is overhead.py's (bridge + host-local cluster network, macvlan + host-local, macvlan + static). Three loads,
 each alternating daemon mode and direct (who goes first alternates too), medians and ratios to direct:
@@ -11,6 +11,8 @@ each alternating daemon mode and direct (who goes first alternates too), medians
 Daemon mode is what a runtime execs: `metaplug-shim` (static) with CNI_* env + the conflist entry on stdin, served
 by `metaplug daemon` (started once, warm). Direct is the runtime making the delegate calls itself, one process per
 plugin. `--thin` adds thin mode (the metaplug executable per call) as a third side, rotating with the others.
+`--before CHECKOUT` adds daemon mode of another checkout (its own `.venv`, made by its `.ci/setup`, e.g. the main
+branch unpacked with `git archive`) as one more side: its daemon (metrics on 127.0.0.1:9092) and its shim, same pod.
 Everything runs from one driver inside the node namespace, which also runs the daemon (ended by its PID).
 Issue 11's targets: paced <= 1.10x (1.05x), back to back <= 1.10x, 10 at once <= 1.25x. Also printed: the daemon's
 RSS idle and after the bursts, and (from its /metrics) how much of its ADD/DEL time was spent in the delegates.
@@ -45,8 +47,10 @@ PAUSE = 0.2  # seconds between paced pods
 
 
 def runtime_call(plan: Mapping[str, Any], mode: str, verb: str, pod: Mapping[str, str], cid: str) -> bytes:
-    """The runtime's one call: metaplug-shim (daemon mode) or metaplug (thin mode)."""
-    exe, stdin = (plan["shim"], plan["shim_stdin"]) if mode == "daemon" else (plan["metaplug"], plan["metaplug_stdin"])
+    """The runtime's one call: metaplug-shim (daemon mode, also the `before` checkout's) or metaplug (thin mode)."""
+    exe, stdin = {"daemon": (plan["shim"], plan["shim_stdin"]), "thin": (plan["metaplug"], plan["metaplug_stdin"]),
+                  "before": (plan["before"]["shim"], plan["before"]["shim_stdin"]) if plan.get("before") else ("", "")
+                  }[mode]
     out = call([exe], {**cni_env(plan, verb, cid, "eth0"), "CNI_NETNS": pod["netns"]}, stdin.encode())
     if verb == "ADD" and len(json.loads(out).get("interfaces", [])) < 3:
         raise CallFailed(f"{mode} ADD result lacks interfaces: {out[:300]!r}")
@@ -69,6 +73,14 @@ def thin_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, _state: 
     runtime_call(plan, "thin", "DEL", pod, cid)
 
 
+def before_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> None:
+    runtime_call(plan, "before", "ADD", pod, cid)
+
+
+def before_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, _state: Any = None) -> None:
+    runtime_call(plan, "before", "DEL", pod, cid)
+
+
 def plain_add(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str) -> Any:
     return direct_add({**plan, "netns": pod["netns"]}, cid)
 
@@ -78,7 +90,8 @@ def plain_del(plan: Mapping[str, Any], pod: Mapping[str, str], cid: str, results
 
 
 SIDES: dict[str, tuple[Callable[..., Any], Callable[..., None]]] = {
-    "daemon": (daemon_add, daemon_del), "direct": (plain_add, plain_del), "thin": (thin_add, thin_del)}
+    "daemon": (daemon_add, daemon_del), "direct": (plain_add, plain_del), "thin": (thin_add, thin_del),
+    "before": (before_add, before_del)}
 
 
 def empty(pod: Mapping[str, str], side: str) -> None:
@@ -162,18 +175,20 @@ def time_split() -> dict[str, float]:
 
 
 class DaemonProcess:
-    def __init__(self, plan: Mapping[str, Any]) -> None:
+    def __init__(self, plan: Mapping[str, Any], side: Mapping[str, Any] | None = None) -> None:
+        """This checkout's daemon, or with `side` the `before` checkout's (its metaplug, config, log and socket)."""
+        own = side or plan
         env = {**plan["base_env"], "CNI_PATH": plan["cni_path"]}
-        self.log = open(plan["daemon_log"], "ab")  # noqa: SIM115 (closed in stop)
-        self.proc = subprocess.Popen([plan["metaplug"], "daemon", "--config", plan["daemon_config"]],
+        self.log = open(own["daemon_log"], "ab")  # noqa: SIM115 (closed in stop)
+        self.proc = subprocess.Popen([own["metaplug"], "daemon", "--config", own["daemon_config"]],
                                      stdout=self.log, stderr=subprocess.STDOUT, env=env)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise CallFailed(f"daemon exited {self.proc.returncode}; see {plan['daemon_log']}")
+                raise CallFailed(f"daemon exited {self.proc.returncode}; see {own['daemon_log']}")
             with socket.socket(socket.AF_UNIX) as probe:
                 try:
-                    probe.connect(plan["socket"])
+                    probe.connect(own["socket"])
                     return
                 except OSError:
                     time.sleep(0.05)
@@ -192,6 +207,7 @@ class DaemonProcess:
 
 def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
     daemon = DaemonProcess(plan)
+    before = DaemonProcess(plan, plan["before"]) if plan.get("before") else None
     try:
         sides = plan["sides"]
         for side in sides:  # warm-up: bridge created, caches and the daemon's imports warm
@@ -207,6 +223,8 @@ def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
         return data
     finally:
         daemon.stop()
+        if before is not None:
+            before.stop()
 
 
 def driver_main(plan_file: str) -> int:
@@ -224,7 +242,7 @@ def driver_main(plan_file: str) -> int:
 
 
 def report(samples: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, Any]:
-    sides = ["daemon", "direct", *(["thin"] if opts.thin else [])]
+    sides = ["daemon", "direct", *(["thin"] if opts.thin else []), *(["before"] if opts.before else [])]
     rows: dict[str, Any] = {}
     for label, verbs in (("ADD", ("ADD",)), ("DEL", ("DEL",)), ("paced", ("ADD", "DEL"))):
         rows[label] = {side: round(median([sum(s[v] for v in verbs) / 1e6 for s in samples["paced"][side]]), 1)
@@ -233,18 +251,18 @@ def report(samples: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, An
         rows[label] = {side: round(median([v / 1e6 for v in samples[label][side]]), 1) for side in sides}
     for row in rows.values():
         row["ratio"] = round(row["daemon"] / row["direct"], 2)
-        if opts.thin:
-            row["thin_ratio"] = round(row["thin"] / row["direct"], 2)
+        for other in sides[2:]:
+            row[f"{other}_ratio"] = round(row[other] / row["direct"], 2)
     checks = {label: rows[label]["ratio"] <= target for label, target in TARGETS.items()}
     return {"delegates": opts.delegates, "direct_delegates": opts.direct, "pairs": opts.pairs, "rounds": opts.rounds,
-            "thin": opts.thin,
+            "thin": opts.thin, "before": opts.before,
             "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
             "rows": rows, "targets": TARGETS, "ok": checks, "daemon_rss_mib": samples["rss_mib"],
             "daemon_seconds": samples["seconds"]}
 
 
 def markdown(rep: Mapping[str, Any]) -> str:
-    thin = rep["thin"]
+    others = [side for side in ("thin", "before") if rep[side]]
     lines = [
         f"daemon mode (metaplug-shim -> metaplug daemon) vs direct delegate calls: 1 pod = cluster network + 2 "
         f"macvlan NADs, delegates: {rep['delegates']} (direct: {rep['direct_delegates']}); paced {rep['pairs']} pairs, "
@@ -252,15 +270,15 @@ def markdown(rep: Mapping[str, Any]) -> str:
         f"{BURST} at once {rep['rounds']} rounds each (Python {rep['python']}, kernel {rep['kernel']}, "
         f"{rep['cpus']} CPUs)",
         "",
-        "| load | daemon median ms | direct median ms | ratio | target |" + (" thin median ms | thin ratio |" if thin
-                                                                           else ""),
-        "|---|---:|---:|---:|---:|" + ("---:|---:|" if thin else ""),
+        "| load | daemon median ms | direct median ms | ratio | target |"
+        + "".join(f" {side} median ms | {side} ratio |" for side in others),
+        "|---|---:|---:|---:|---:|" + "---:|---:|" * len(others),
     ]
     for label, row in rep["rows"].items():
         target = TARGETS.get(label)
         mark = "" if target is None else f"<= {target:.2f} {'PASS' if rep['ok'][label] else 'FAIL'}"
         name = {"paced": "paced ADD+DEL", "ADD": "paced ADD", "DEL": "paced DEL"}.get(label, f"{label} (wall)")
-        extra = f" {row['thin']:.1f} | {row['thin_ratio']:.2f} |" if thin else ""
+        extra = "".join(f" {row[side]:.1f} | {row[f'{side}_ratio']:.2f} |" for side in others)
         lines.append(f"| {name} | {row['daemon']:.1f} | {row['direct']:.1f} | {row['ratio']:.2f} | {mark} |{extra}")
     rss = rep["daemon_rss_mib"]
     lines += ["", f"- daemon RSS: {rss['idle']:.1f} MiB idle (after one warm-up pod), {rss['after']:.1f} MiB after "
@@ -283,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
                              "--direct reference` compares the in-process mp-* with the Go plugins called directly")
     parser.add_argument("--plugin-dir", default="/usr/lib/cni", help="reference plugins (default /usr/lib/cni)")
     parser.add_argument("--thin", action="store_true", help="also measure thin mode (metaplug per call) alongside")
+    parser.add_argument("--before", metavar="CHECKOUT", default=None,
+                        help="also measure daemon mode of this checkout (its .venv from its .ci/setup) alongside")
     parser.add_argument("--json", action="store_true", help="print the report as JSON instead of markdown")
     parser.add_argument("--driver", metavar="PLAN", help=argparse.SUPPRESS)  # internal: runs inside the node
     opts = parser.parse_args(argv)
@@ -295,9 +315,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"daemon.py {problem}", file=sys.stderr)
         return 2
     shim = Path(sys.executable).parent / "metaplug-shim"
-    if not shim.exists():
-        print(f"{shim} is not built (bash .ci/setup)", file=sys.stderr)
-        return 2
+    before_bin = Path(opts.before).resolve() / ".venv" / "bin" if opts.before else None
+    for needed in [shim, *([before_bin / "metaplug-shim"] if before_bin else [])]:
+        if not needed.exists():
+            print(f"{needed} is not built (bash .ci/setup)", file=sys.stderr)
+            return 2
     try:
         with Sandbox() as box:
             node = box.netns("node")
@@ -312,9 +334,18 @@ def main(argv: list[str] | None = None) -> int:
             entry = {**json.loads(plan["metaplug_stdin"]), "type": "metaplug-shim", "socketPath": str(sock)}
             (box.tmp / "daemon.json").write_text(json.dumps({"socketPath": str(sock), "logLevel": "warning"}))
             plan.update(shim=str(shim), shim_stdin=json.dumps(entry), socket=str(sock), rounds=opts.rounds,
-                        sides=["daemon", "direct", *(["thin"] if opts.thin else [])],
+                        sides=["daemon", "direct", *(["thin"] if opts.thin else []),
+                               *(["before"] if before_bin else [])],
                         daemon_config=str(box.tmp / "daemon.json"), daemon_log=str(box.tmp / "daemon.log"),
                         pods=[{"name": p, "netns": netns_path(p)} for p in pods])
+            if before_bin:
+                before_sock = box.tmp / "run-before" / "mp.sock"
+                (box.tmp / "before.json").write_text(json.dumps({"socketPath": str(before_sock), "logLevel": "warning",
+                                                                 "metricsAddress": "127.0.0.1:9092"}))
+                plan["before"] = {"metaplug": str(before_bin / "metaplug"), "shim": str(before_bin / "metaplug-shim"),
+                                  "shim_stdin": json.dumps({**entry, "socketPath": str(before_sock)}),
+                                  "socket": str(before_sock), "daemon_config": str(box.tmp / "before.json"),
+                                  "daemon_log": str(box.tmp / "before.log")}
             plan_file = box.tmp / "plan.json"
             plan_file.write_text(json.dumps(plan))
             data = run_driver(node, plan_file, script=Path(__file__).resolve())

@@ -164,29 +164,24 @@ def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float
     raise _failure(name, command, status, out, err)
 
 
+_served_pool: Any = None
+
+
 def _serve(served: InProcessPlugin, name: str, command: str, stdin: bytes, env: Mapping[str, str],
            timeout: float | None) -> tuple[int, str, str]:
-    """Run an in-process plugin in a thread of its own (with the caller's log context), bounded by `timeout`."""
-    import threading
+    """Run an in-process plugin in a thread of its own (a reused one, cni.workers; with the caller's log context),
+    bounded by `timeout`."""
+    global _served_pool
+    from metaplug.cni import workers
 
-    box: dict[str, Any] = {}
+    if _served_pool is None:
+        _served_pool = workers.Pool("cni-plugin")
     context = contextvars.copy_context()
-
-    def call() -> None:
-        try:
-            box["answer"] = context.run(served, env, stdin)
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
-
-    worker = threading.Thread(target=call, name=f"plugin-{name}", daemon=True)
-    worker.start()
-    worker.join(timeout)
-    if worker.is_alive():
+    job = _served_pool.submit(lambda: context.run(served, env, stdin))
+    if not job.wait(timeout):
         raise CniError(DELEGATE_TIMEOUT, f"{name} timed out after {_seconds(timeout)} s",
                        f"{command} of {name} (served in-process) did not finish; it cannot be killed and runs on")
-    if "error" in box:
-        raise box["error"]
-    answer: tuple[int, str, str] = box["answer"]
+    answer: tuple[int, str, str] = job.result()
     return answer
 
 

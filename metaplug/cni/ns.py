@@ -8,8 +8,9 @@ non-blocking (O_RDONLY | O_NONBLOCK | O_CLOEXEC, and O_NOCTTY for terminals), an
 CNI_NETNS (cni.md 2, 32). DEL, which must succeed when the namespace is gone (cni.md 11), asks `is_netns` instead: a
 path that is no network namespace holds nothing of ours.
 
-A network namespace is per thread on Linux, so `run_in` enters it in a short-lived thread: the calling thread and the
-process never leave their own namespace, and nothing forks. A socket made in that thread stays in the namespace.
+A network namespace is per thread on Linux, so `run_in` enters it in another thread (a reused one, cni.workers), which
+goes back to its own namespace afterwards (or ends, when it cannot): the calling thread and the process never leave
+their own namespace, and nothing forks. A socket made in that thread stays in the namespace.
 """
 
 from __future__ import annotations
@@ -105,33 +106,46 @@ def is_netns(path: str) -> bool:
     return True
 
 
-def _setns(fd: int) -> None:
-    import ctypes
+_libc: Any = None
+_pool: Any = None
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
+
+def _setns(fd: int) -> None:
+    global _libc
+    if _libc is None:
+        import ctypes
+
+        _libc = ctypes.CDLL(None, use_errno=True)
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        import ctypes
+
         raise CniError(INVALID_ENVIRONMENT, "cannot enter the network namespace", os.strerror(ctypes.get_errno()))
 
 
 def run_in(fd: int, fn: Callable[[], T]) -> T:
     """Run `fn` in a thread that has entered the network namespace `fd`; return its result or raise its error."""
-    box: dict[str, Any] = {}
+    global _pool
+    from metaplug.cni import workers
 
-    def worker() -> None:
+    if _pool is None:
+        _pool = workers.Pool("cni-netns")
+
+    def job() -> T:
+        state = workers.thread_state()  # per pooled thread: an fd of the namespace it started in
+        home = state.get("home_netns")
+        if home is None:  # a new pooled thread, still in the namespace of the process
+            home = state["home_netns"] = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
             _setns(fd)
-            box["value"] = fn()
-        except BaseException as exc:  # handed to the caller's thread
-            box["error"] = exc
+            return fn()
+        finally:
+            try:
+                _setns(home)
+            except CniError:
+                workers.retire()  # never serve another call from inside someone's namespace
 
-    import threading  # only when a namespace is entered (not on DEL): ~0.5 ms of imports
-
-    thread = threading.Thread(target=worker, name="cni-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in box:
-        raise box["error"]
-    return box["value"]
+    result: T = _pool.run(job)  # cni.workers imports threading: only when a namespace is entered (not on DEL)
+    return result
 
 
 def run_in_path(path: str, fn: Callable[[], T]) -> T:
