@@ -455,7 +455,7 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
     leaves the whole record, and the runtime's next DEL deletes again what is already gone, which succeeds
     (cni.md 11). When the rewrite fails (a full disk) the older record stays, lists a superset, and the problem is
     reported. When the last entry goes, so do the journal and (unless `keep_lock`) its lock file."""
-    from metaplug.cni.chain import del_network_list, load_conflist
+    from metaplug.cni.chain import del_network_list
 
     failures: list[str] = []
     # cni.md 11: CNI_NETNS is optional on DEL. A path that is no longer a network namespace holds nothing of ours, and
@@ -465,8 +465,7 @@ def _delete_attachments(key: journal.JournalKey, env: CniEnv, body: JournalRecor
     timeout = journal.delegate_timeout(body)
     for attachment in list(reversed(body["attachments"] if only is None else only)):
         try:
-            conflist = load_conflist(attachment["conflist"].encode())
-            del_network_list(conflist, journal.runtime_conf(body, attachment, netns), paths,
+            del_network_list(attachment["conflist"].encode(), journal.runtime_conf(body, attachment, netns), paths,
                              prev_result=attachment.get("result"), timeout=timeout)
         except Exception as exc:  # one attachment's failure, whatever it is, never stops the others (R27)
             err = exc if isinstance(exc, CniError) else CniError(skel.INTERNAL_ERROR, "internal error",
@@ -551,11 +550,11 @@ def cmd_check(env: CniEnv, conf: NetConf, raw: bytes) -> None:
             raise CniError(UNKNOWN_CONTAINER, "no attachments recorded for this container",
                            f"container {env.container_id} ifname {env.ifname} in {settings.state_dir}")
         from metaplug import netns
-        from metaplug.cni.chain import check_network_list, load_conflist
+        from metaplug.cni.chain import check_network_list
 
         for attachment in body["attachments"]:
             try:
-                check_network_list(load_conflist(attachment["conflist"].encode()),
+                check_network_list(attachment["conflist"].encode(),
                                    journal.runtime_conf(body, attachment, env.netns), journal.delegate_paths(body),
                                    prev_result=attachment.get("result"), timeout=journal.delegate_timeout(body))
             except CniError as err:

@@ -12,7 +12,6 @@ between, so this saves a write per attachment without widening what a crash can 
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING
 
@@ -70,9 +69,9 @@ class _Runner:
 
         attachment = self.body["attachments"][index]
         self._record(attachment, "adding", write=True)  # on disk before the delegate runs
-        conflist = json.loads(attachment["conflist"])
         try:
-            result = add_network_list(conflist, journal.runtime_conf(self.body, attachment, self.body["netns"]),
+            result = add_network_list(attachment["conflist"].encode(),
+                                      journal.runtime_conf(self.body, attachment, self.body["netns"]),
                                       self.body["paths"], timeout=self.body.get("timeout"))
         except CniError as err:
             # R27 and issue 10.5: the error names the attachment, its network (the NAD) and the plugin that failed;

@@ -65,14 +65,13 @@ def load_conflist(data: bytes | dict[str, Any]) -> dict[str, Any]:
     """
     if isinstance(data, bytes | bytearray):
         try:
-            raw = jsonload.loads(data)
+            conf = jsonload.loads(data)  # a new object already: nobody else holds it, no copy needed
         except ValueError as exc:  # UnicodeDecodeError and jsonload.TooDeep too
             raise CniError(DECODE_FAILURE, "failed to decode network configuration", str(exc)) from None
     else:
-        raw = data
-    if not isinstance(raw, dict):
+        conf = copy.deepcopy(data) if isinstance(data, dict) else data
+    if not isinstance(conf, dict):
         raise CniError(INVALID_NETWORK_CONFIG, "invalid network configuration", "it must be a JSON object")
-    conf = copy.deepcopy(raw)
     if "plugins" not in conf:
         if "type" not in conf:
             raise CniError(INVALID_NETWORK_CONFIG, "invalid network configuration",
@@ -120,7 +119,7 @@ def normalize_capability(name: str, value: Any) -> Any:
 
 
 def add_network_list(
-    conflist: dict[str, Any],
+    conflist: dict[str, Any] | bytes,  # bytes: parsed here (no copy of a caller's dict)
     rt: RuntimeConf,
     paths: Sequence[str],
     *,
@@ -170,7 +169,7 @@ def add_network_list(
 
 
 def del_network_list(
-    conflist: dict[str, Any],
+    conflist: dict[str, Any] | bytes,  # bytes: parsed here (no copy of a caller's dict)
     rt: RuntimeConf,
     paths: Sequence[str],
     *,
@@ -208,7 +207,7 @@ def del_network_list(
 
 
 def check_network_list(
-    conflist: dict[str, Any],
+    conflist: dict[str, Any] | bytes,  # bytes: parsed here (no copy of a caller's dict)
     rt: RuntimeConf,
     paths: Sequence[str],
     *,
@@ -327,7 +326,7 @@ def _call(
 
 def _plugin_conf(conflist: dict[str, Any], plugin: dict[str, Any], rt: RuntimeConf,
                  prev_result: dict[str, Any] | None) -> dict[str, Any]:
-    body = copy.deepcopy(plugin)
+    body = dict(plugin)  # only top-level keys change below (the body is serialised, never mutated deeper)
     body["cniVersion"] = conflist.get("cniVersion", cniversion.DEFAULT_CONFIG_VERSION)
     body["name"] = conflist.get("name")
     caps = plugin.get("capabilities")
