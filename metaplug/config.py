@@ -20,13 +20,14 @@ validated by metaplug.exact_schema, and pydantic-core decides everything else (c
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, NamedTuple
-
 from metaplug.cni.env import text_problem, validate_network_name
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
     from pydantic_core import SchemaValidator
 
     from metaplug.exact_schema import CoreSchema

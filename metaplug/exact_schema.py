@@ -14,7 +14,11 @@ constraint it does not know also means UNSURE, so a stricter schema can never be
 from __future__ import annotations
 
 import math
-from typing import Any
+
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any, TypeAlias
 
 
 class _Unsure(Exception):
@@ -194,8 +198,8 @@ _CHECKERS = {
 # (`strict`, `allow_inf_nan`, `pattern`, ...) is passed through into the dict as pydantic-core would store it; the
 # checker above does not know it, so a schema using it is always left to pydantic-core.
 
-CoreSchema = dict[str, Any]
-TypedDictField = dict[str, Any]
+CoreSchema: TypeAlias = "dict[str, Any]"
+TypedDictField: TypeAlias = "dict[str, Any]"
 
 
 def _schema(kind: str, **options: Any) -> CoreSchema:

@@ -35,16 +35,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import json
 import os
 import time
-from collections.abc import Iterator, Mapping
-from typing import TYPE_CHECKING, NamedTuple, cast
 
-from metaplug.cni import files, jsonload
+from metaplug.cni import files, jsonload, jsontext
 from metaplug.cni.env import parse_cni_args, text_problem
 from metaplug.cni.errors import IO_FAILURE, CniError
 from metaplug.cni.lazylog import LazyLogger
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple, cast
 from metaplug.config import DEFAULT_DELEGATE_TIMEOUT, MAX_SECONDS
 
 JOURNAL_VERSION = 1
@@ -59,6 +57,7 @@ log = LazyLogger("metaplug.journal")
 # json gives, and creating these classes would cost every CNI call ~0.1 ms.
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator, Mapping
     from typing import Literal, NotRequired, TypedDict
 
     from metaplug.cni.documents import JsonObject, Result
@@ -124,7 +123,7 @@ def _sha256_hex(data: bytes) -> str:
 
 
 def checksum(body: Mapping[str, object]) -> str:
-    canonical = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    canonical = jsontext.dumps(body, sort_keys=True, separators=(",", ":")).encode()
     return _sha256_hex(canonical)
 
 
@@ -252,7 +251,7 @@ def write(key: JournalKey, body: JournalRecord, *, durable: bool = True, keep_pr
     doc = {"checksum": checksum(body), "body": body}
     try:
         files.make_dirs(key.container_dir)
-        files.atomic_write(key.path, json.dumps(doc, separators=(",", ":")).encode(), durable=durable,
+        files.atomic_write(key.path, jsontext.dumps(doc, separators=(",", ":")).encode(), durable=durable,
                            previous=key.previous_path if keep_previous else None)
         if durable:
             files.fsync_dir(key.state_dir)  # the container directory's own entry (made by `locked`) survives too

@@ -6,12 +6,11 @@ fresh dicts that never alias the inputs. Conversion to the request's cniVersion 
 
 from __future__ import annotations
 
-import copy
-import ipaddress
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, cast
+from metaplug.cni import jsontext
+from metaplug.cni.runtime_typing import TYPE_CHECKING, cast
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import NotRequired, TypedDict
 
     from metaplug.cni.documents import JsonObject, Result
@@ -66,6 +65,13 @@ def is_default_route(route: JsonObject) -> bool:
     dst = route.get("dst")
     if not isinstance(dst, str):
         return False
+    if dst in ("0.0.0.0/0", "::/0"):
+        return True
+    _, _, prefix = dst.partition("/")
+    if not prefix or (prefix.isdigit() and prefix.isascii() and int(prefix) != 0):
+        return False  # a host address or a prefix length above 0: not a default route, whether valid or not
+    import ipaddress  # "0/0", "::ffff:0:0/0", "0.0.0.0/0.0.0.0" and the like: ipaddress decides (~1 ms to import)
+
     try:
         return ipaddress.ip_network(dst, strict=False).prefixlen == 0
     except ValueError:
@@ -100,9 +106,9 @@ def merge_results(attachments: Sequence[AttachmentResult]) -> Result:
         res = att.result
         own_ifaces = res.get("interfaces") or []
         offset = len(interfaces)
-        interfaces.extend(copy.deepcopy(own_ifaces))
+        interfaces.extend(jsontext.clone(own_ifaces))
         for ip in res.get("ips") or []:
-            new_ip = copy.deepcopy(ip)
+            new_ip = jsontext.clone(ip)
             idx = _interface_index(ip, len(own_ifaces))
             new_ip.pop("interface", None)
             if idx is not None:
@@ -111,9 +117,9 @@ def merge_results(attachments: Sequence[AttachmentResult]) -> Result:
         for route in res.get("routes") or []:
             if is_default_route(route) and not att.is_default:
                 continue
-            routes.append(copy.deepcopy(route))
+            routes.append(jsontext.clone(route))
         if att.cluster and dns is None and _has_dns(res.get("dns")):
-            dns = copy.deepcopy(res["dns"])
+            dns = jsontext.clone(res["dns"])
     merged: Result = {"cniVersion": MERGED_VERSION}
     if interfaces:
         merged["interfaces"] = interfaces
@@ -145,7 +151,7 @@ def _entry(
     entry["default"] = default
     dns = att.result.get("dns")
     if _has_dns(dns):
-        entry["dns"] = copy.deepcopy(dns)
+        entry["dns"] = jsontext.clone(dns)
     gateways: list[str] = []
     for ip in ips:
         gw = ip.get("gateway")
@@ -154,7 +160,7 @@ def _entry(
     if gateways:
         entry["gateway"] = gateways
     if att.device_info is not None and ifname == att.ifname:
-        entry["device-info"] = copy.deepcopy(att.device_info)
+        entry["device-info"] = jsontext.clone(att.device_info)
     return cast("NetworkStatusEntry", entry)
 
 
@@ -190,7 +196,7 @@ def primary_result(attachments: Sequence[AttachmentResult]) -> Result:
     """The cluster attachment's result alone (`"result": "primary"`, the Multus behaviour). A copy."""
     for att in attachments:
         if att.cluster:
-            return copy.deepcopy(att.result)
+            return jsontext.clone(att.result)
     raise ValueError("no cluster attachment among the results")
 
 

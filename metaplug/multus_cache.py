@@ -350,8 +350,8 @@ def collect_stale(conf: Mapping[str, Any], settings: Settings, valid: set[tuple[
     journal) is left to the journal. The cluster network's libcni result gives what GC lacks: the container's
     CNI_IFNAME, netns and CNI_ARGS at ADD. Returns the failures; an entry without that result is left (warning)."""
     from metaplug import journal
-    from metaplug.cni import cache
-    from metaplug.cni.env import CONTAINER_ID_RE, CniEnv
+    from metaplug.cni import cache, lexical
+    from metaplug.cni.env import CniEnv
 
     cni_dir = settings.multus_cache_dir
     try:
@@ -359,7 +359,7 @@ def collect_stale(conf: Mapping[str, Any], settings: Settings, valid: set[tuple[
     except OSError:
         return []
     live = {cid for cid, _ in valid}
-    stale = [n for n in names if n not in live and CONTAINER_ID_RE.fullmatch(n)
+    stale = [n for n in names if n not in live and lexical.container_id(n)
              and os.path.isfile(entry_path(cni_dir, n))]
     results = cache.list_cache(cni_dir) if stale else []
     failures: list[str] = []

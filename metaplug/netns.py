@@ -2,19 +2,21 @@
 
 A network namespace is per thread on Linux, so each operation runs in a short-lived thread that `setns()`s into the
 target namespace (metaplug.cni.ns, which also makes sure the path is a network namespace and never blocks on opening
-it): the process itself never leaves its own namespace, and nothing has to fork. Listing interface names reads the
-thread's /proc/thread-self/net/dev (cheap, on the ADD hot path); reading links and addresses (CHECK) uses the small
-stdlib rtnetlink reader in rtnl.py; changing routes (R13) uses pyroute2, imported only then.
+it): the process itself never leaves its own namespace, and nothing has to fork. Listing interface names (the ADD
+hot path) asks rtnetlink from outside (cni.linknames), else reads the thread's /proc/thread-self/net/dev; reading
+links and addresses (CHECK) uses the small stdlib rtnetlink reader in rtnl.py; changing routes (R13) uses pyroute2,
+imported only then.
 """
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
-
 from metaplug.cni import ns
 from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable
+    from typing import Any
 
 T = TypeVar("T")
 
@@ -25,15 +27,19 @@ def run_in_netns(path: str, fn: Callable[[], T]) -> T:
 
 
 def interface_names(path: str) -> set[str]:
-    """Names of every interface in the namespace at `path`: the thread's /proc/thread-self/net/dev, read from inside
-    it (cheaper than importing socket for if_nameindex on the ADD path; a device name never holds a colon)."""
+    """Names of every interface in the namespace at `path` (not one is code 4): listed from here over rtnetlink
+    (cni.linknames: no setns, so neither ctypes nor a thread on the ADD path), else the thread's
+    /proc/thread-self/net/dev read from inside it (a device name never holds a colon)."""
+    from metaplug.cni import linknames
 
     def names() -> set[str]:
         with open("/proc/thread-self/net/dev", "rb") as f:
             lines = f.read().decode(errors="replace").splitlines()[2:]  # two header lines
         return {line.split(":", 1)[0].strip() for line in lines if ":" in line}
 
-    return run_in_netns(path, names)
+    with ns.opened(path) as fd:
+        found = linknames.names(fd)
+        return found if found is not None else ns.run_in(fd, names)
 
 
 def _ipr() -> Any:
@@ -61,6 +67,8 @@ def inspect_interfaces(path: str) -> dict[str, dict[str, Any]]:
 
 def check_result(path: str, result: dict[str, Any]) -> list[str]:
     """What in the namespace does not match `result` (1.x shape): missing interfaces, other MACs, missing addresses."""
+    import ipaddress
+
     actual = inspect_interfaces(path)
     problems: list[str] = []
     interfaces = result.get("interfaces") or []
@@ -91,6 +99,8 @@ def check_result(path: str, result: dict[str, Any]) -> list[str]:
 
 def move_default_route(path: str, old_ifname: str | None, new_ifname: str, gateways: Iterable[str]) -> None:
     """R13: remove the default route(s) of `old_ifname` and route the default through `gateways` on `new_ifname`."""
+    import ipaddress
+
     gws = [ipaddress.ip_address(g) for g in gateways]
 
     def apply() -> None:

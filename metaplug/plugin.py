@@ -14,14 +14,11 @@ Each verb reads like its story; the details live in attach/ (what to attach), cn
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, NamedTuple
 
 from metaplug import journal
-from metaplug.cni import lazylog, ns, skel
+from metaplug.cni import jsontext, lazylog, ns, skel
 from metaplug.cni.env import CniEnv, parse_cni_args, valid_attachments
 from metaplug.cni.errors import (
     CHECK_MISMATCH,
@@ -35,8 +32,11 @@ from metaplug.cni.errors import (
     CniError,
 )
 from metaplug.cni.lazylog import LazyLogger
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from metaplug.attach.plan import Attachment, PodRef
     from metaplug.attach.resolve import Resolver
     from metaplug.cni.documents import JsonObject, NetConf, Result
@@ -214,7 +214,7 @@ def attachment_record(a: Attachment, runtime_cni_args: str) -> AttachmentRecord:
     record: AttachmentRecord = {
         "ifname": a.ifname, "network": a.status_name, "cluster": a.cluster, "defaultRoute": list(a.default_route),
         "cniArgs": runtime_cni_args if a.cluster else secondary_cni_args(runtime_cni_args),  # R30
-        "conflist": json.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
+        "conflist": jsontext.dumps(a.conflist, separators=(",", ":")), "capabilityArgs": a.capability_args,
         "state": "planned", "result": None}
     if a.cni_args:
         record["requestedCniArgs"] = a.cni_args  # what hot-plug's diff compares a changed element with
@@ -309,7 +309,7 @@ def _config_networks(conf: NetConf, cni_args: Mapping[str, str]) -> str | None:
         if isinstance(networks, str) and networks.strip():
             return networks
         if isinstance(networks, list):
-            return json.dumps(networks)
+            return jsontext.dumps(networks)
     return cni_args.get("METAPLUG_NETWORKS") or None
 
 
@@ -665,7 +665,7 @@ def _count_as_valid(delegate_valid: dict[str, list[dict[str, str]]], cid: str, b
     """GC: every attachment of this journal is valid for its delegate conflist (with its own ifname)."""
     for attachment in body.get("attachments") or []:
         try:
-            name = json.loads(attachment["conflist"])["name"]
+            name = jsontext.loads(attachment["conflist"])["name"]
         except Exception:  # an unreadable record (issue 9): the others still count
             continue
         delegate_valid.setdefault(name, []).append({"containerID": cid, "ifname": attachment["ifname"]})

@@ -14,6 +14,8 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from metaplug.cni.linknames import align, attributes
+
 NETLINK_ROUTE = 0
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_DUMP = 0x1, 0x300
@@ -27,21 +29,6 @@ _NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
 _IFADDRMSG = struct.Struct("=BBBBI")  # family, prefixlen, flags, scope, index
 _RTATTR = struct.Struct("=HH")  # len, type
-
-
-def _align(n: int) -> int:
-    return (n + 3) & ~3
-
-
-def _attrs(data: bytes, offset: int) -> dict[int, bytes]:
-    out: dict[int, bytes] = {}
-    while offset + _RTATTR.size <= len(data):
-        length, kind = _RTATTR.unpack_from(data, offset)
-        if length < _RTATTR.size:
-            break
-        out.setdefault(kind & 0x3FFF, data[offset + _RTATTR.size: offset + length])
-        offset += _align(length)
-    return out
 
 
 def _dump(request_type: int, payload: bytes, flags: int = NLM_F_REQUEST | NLM_F_DUMP) -> Iterator[tuple[int, bytes]]:
@@ -58,7 +45,7 @@ def _dump(request_type: int, payload: bytes, flags: int = NLM_F_REQUEST | NLM_F_
                 if length < _NLMSGHDR.size:
                     return
                 body = data[offset + _NLMSGHDR.size: offset + length]
-                offset += _align(length)
+                offset += align(length)
                 if msg_seq != seq:
                     continue
                 if kind == NLMSG_DONE:
@@ -98,8 +85,8 @@ def link_details() -> list[Link]:
         if kind != RTM_NEWLINK:
             continue
         _family, _type, index, _flags, _change = _IFINFOMSG.unpack_from(body)
-        attrs = _attrs(body, _IFINFOMSG.size)
-        info = _attrs(attrs[IFLA_LINKINFO], 0) if IFLA_LINKINFO in attrs else {}
+        attrs = attributes(body, _IFINFOMSG.size)
+        info = attributes(attrs[IFLA_LINKINFO], 0) if IFLA_LINKINFO in attrs else {}
         netnsid = attrs.get(IFLA_LINK_NETNSID)
         out.append(Link(
             ifindex=index,
@@ -121,7 +108,7 @@ def netnsid(path: str) -> int | None:
         attr = _RTATTR.pack(_RTATTR.size + 4, NETNSA_FD) + struct.pack("=I", fd)
         for kind, body in _dump(RTM_GETNSID, struct.pack("=Bxxx", socket.AF_UNSPEC) + attr, NLM_F_REQUEST):
             if kind == RTM_NEWNSID:
-                raw = _attrs(body, 4).get(NETNSA_NSID)
+                raw = attributes(body, 4).get(NETNSA_NSID)
                 nsid = struct.unpack_from("=i", raw)[0] if raw is not None and len(raw) >= 4 else -1
                 return nsid if nsid >= 0 else None
     finally:
@@ -141,7 +128,7 @@ def addresses() -> list[tuple[int, str]]:
         if kind != RTM_NEWADDR:
             continue
         family, prefixlen, _flags, _scope, index = _IFADDRMSG.unpack_from(body)
-        attrs = _attrs(body, _IFADDRMSG.size)
+        attrs = attributes(body, _IFADDRMSG.size)
         raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)  # IFA_LOCAL is ours on point-to-point links
         if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
             continue

@@ -12,11 +12,11 @@ between, so this saves a write per attachment without widening what a crash can 
 
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
+import _thread
 
 from metaplug import journal
 from metaplug.cni.errors import CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from metaplug.cni.documents import Result
@@ -52,7 +52,7 @@ class _Runner:
         self.recorder = recorder
         self.key = recorder.key
         self.body = recorder.body
-        self.lock = threading.Lock()
+        self.lock = _thread.allocate_lock()
 
     def _record(self, attachment: AttachmentRecord, state: AttachmentState, result: Result | None = None, *,
                 write: bool) -> None:

@@ -8,10 +8,6 @@ interface names, and that each requested capability is declared by some plugin o
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, NamedTuple
-
 from metaplug.attach.annotations import (
     DEFAULT_NETWORK_ANNOTATION,
     NETWORKS_ANNOTATION,
@@ -21,9 +17,14 @@ from metaplug.attach.annotations import (
     validate_default_route_owner,
 )
 from metaplug.attach.resolve import ResolvedNetwork, Resolver
+from metaplug.cni import jsontext
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+    from typing import Any
+
     from metaplug.config import MetaplugConfig
 
 POD_ANNOTATIONS_CAPABILITY = "io.kubernetes.cri.pod-annotations"
@@ -107,7 +108,7 @@ def _declared_capabilities(conflist: Mapping[str, Any]) -> set[str]:
 
 def _merge_cni_args(conflist: dict[str, Any], cni_args: Mapping[str, Any]) -> dict[str, Any]:
     """R10: `cni-args` go into `args.cni` of every plugin of the list; the annotation wins."""
-    out = copy.deepcopy(conflist)
+    out = jsontext.clone(conflist)
     for plugin in out["plugins"]:
         args = plugin.get("args")
         if not isinstance(args, dict):

@@ -10,14 +10,15 @@ Where a network's configuration can come from, in order:
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Sequence
-from typing import Any, NamedTuple, Protocol
 
-from metaplug.cni import files, jsonload
+from metaplug.cni import files, jsonload, lexical
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple, Protocol
 
-NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")  # R1
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import Any
+
 CONF_SUFFIXES = (".conflist", ".conf", ".json")
 # Multus's auxiliary chain opens with its `passthru` plugin (an empty result, so chained-only plugins get a prevResult)
 PASSTHRU = {"type": "passthru", "name": "passthru-cni"}
@@ -126,9 +127,9 @@ class Resolver:
     def nad(self, namespace: str, name: str, *, pod_namespace: str, what: str) -> ResolvedNetwork:
         """A NAD's delegate list (R1-R3), enforcing namespace isolation (R29)."""
         for label, value in (("namespace", namespace), ("name", name)):
-            if not NAME_RE.match(value):
+            if not lexical.dns_label(value):  # R1
                 raise CniError(INVALID_NETWORK_CONFIG, f"invalid NetworkAttachmentDefinition {label}",
-                               f"{what}: {value!r} must match {NAME_RE.pattern}")
+                               f"{what}: {value!r} must match {lexical.DNS_LABEL_PATTERN}")
         if (self.namespace_isolation and namespace != pod_namespace
                 and namespace not in self.global_namespaces):
             raise CniError(INVALID_NETWORK_CONFIG, "namespace isolation violation",

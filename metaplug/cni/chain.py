@@ -11,12 +11,7 @@ writes it, DEL/CHECK read it when no `prev_result` is given, DEL removes it.
 
 from __future__ import annotations
 
-import copy
-import json
-from collections.abc import Mapping, Sequence
-from typing import Any
-
-from metaplug.cni import jsonload
+from metaplug.cni import jsonload, jsontext
 from metaplug.cni import version as cniversion
 from metaplug.cni.env import (
     LEGACY_ATTACHMENTS_KEY,
@@ -36,6 +31,11 @@ from metaplug.cni.errors import (
 from metaplug.cni.invoke import build_env, exec_plugin, find_plugin
 from metaplug.cni.lazylog import LazyLogger
 from metaplug.cni.runtime import RuntimeConf as RuntimeConf  # re-exported: callers build what they pass in
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from typing import Any
 
 log = LazyLogger("metaplug.cni.chain")
 
@@ -69,7 +69,7 @@ def load_conflist(data: bytes | dict[str, Any]) -> dict[str, Any]:
         except ValueError as exc:  # UnicodeDecodeError and jsonload.TooDeep too
             raise CniError(DECODE_FAILURE, "failed to decode network configuration", str(exc)) from None
     else:
-        conf = copy.deepcopy(data) if isinstance(data, dict) else data
+        conf = jsontext.clone(data) if isinstance(data, dict) else data
     if not isinstance(conf, dict):
         raise CniError(INVALID_NETWORK_CONFIG, "invalid network configuration", "it must be a JSON object")
     if "plugins" not in conf:
@@ -101,7 +101,7 @@ def plugin_stdin(conflist: dict[str, Any], plugin: dict[str, Any], rt: RuntimeCo
     rt has a value for (merged over a runtimeConfig the plugin already has, capability values win; absent when neither);
     prevResult when given.
     """
-    return json.dumps(_plugin_conf(conflist, plugin, rt, prev_result), separators=(",", ":")).encode()
+    return jsontext.dumps(_plugin_conf(conflist, plugin, rt, prev_result), separators=(",", ":")).encode()
 
 
 def normalize_capability(name: str, value: Any) -> Any:
@@ -317,7 +317,7 @@ def _call(
         env = build_env(command, container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname,
                         args=rt.cni_args(), paths=paths, base=base_env)
         log.debug("%s %s (conflist %s, ifname %s)", command, plugin["type"], conf["name"], rt.ifname)
-        return exec_plugin(path, json.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout)
+        return exec_plugin(path, jsontext.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout)
     except CniError as err:
         if err.plugin is None:
             err.plugin = plugin["type"]  # callers can name the delegate that failed
@@ -335,7 +335,7 @@ def _plugin_conf(conflist: dict[str, Any], plugin: dict[str, Any], rt: RuntimeCo
         for cap, declared in caps.items():
             # Duty 18: only declared-true capabilities with a value; names match exactly (as libcni does).
             if declared is True and cap in rt.capability_args:
-                runtime[cap] = normalize_capability(cap, copy.deepcopy(rt.capability_args[cap]))
+                runtime[cap] = normalize_capability(cap, jsontext.clone(rt.capability_args[cap]))
     if runtime:
         existing = body.get("runtimeConfig")
         merged = dict(existing) if isinstance(existing, dict) else {}

@@ -8,12 +8,13 @@ Families: 0.1.0/0.2.0 ("ip4"/"ip6"), 0.3.0/0.3.1/0.4.0 ("ips" with "version"), 1
 
 from __future__ import annotations
 
-import copy
-import ipaddress
-from typing import Any
-
+from metaplug.cni import jsontext, lexical
 from metaplug.cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, INVALID_NETWORK_CONFIG, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING
 from metaplug.cni.version import SUPPORTED_VERSIONS
+
+if TYPE_CHECKING:
+    from typing import Any
 
 _FAMILY: dict[str, str] = {
     "0.1.0": "v02",
@@ -41,6 +42,11 @@ def address_family(cidr: Any) -> str:
     if isinstance(cidr, str) and "/" in cidr:
         _, _, prefix = cidr.partition("/")
         if prefix.isdigit() and prefix.isascii():  # no netmask or hostmask notation: CIDR only
+            version = lexical.ip_version(cidr)
+            if version is not None:
+                return str(version)
+            import ipaddress  # what inet_pton refuses (a scoped IPv6 address, say): ipaddress decides, as before
+
             try:
                 return str(ipaddress.ip_interface(cidr).version)
             except ValueError:
@@ -95,7 +101,7 @@ def convert_result(result: dict[str, Any], to_version: str) -> dict[str, Any]:
     dst = _family_of(to_version, "target")
 
     if src == dst:
-        out = copy.deepcopy(result)
+        out = jsontext.clone(result)
         if src_version == "1.1.0" and to_version == "1.0.0":
             _drop_1_1_extras(out)
         out["cniVersion"] = to_version
@@ -104,7 +110,7 @@ def convert_result(result: dict[str, Any], to_version: str) -> dict[str, Any]:
         return _from_v02(result, to_version, with_ip_version=dst == "v04")
     if dst == "v02":
         return _to_v02(result, to_version)
-    out = copy.deepcopy(result)
+    out = jsontext.clone(result)
     out["cniVersion"] = to_version
     if dst == "v1":  # 0.3.x/0.4.0 -> 1.x
         for ip in _objects(out, "ips"):
@@ -175,7 +181,7 @@ def _to_v02(result: dict[str, Any], to_version: str) -> dict[str, Any]:
         if target is not None:  # a route of a family without an address has nowhere to go in 0.2.0
             target.setdefault("routes", []).append(_plain_route(route))
     if result.get("dns") is not None:
-        out["dns"] = copy.deepcopy(result["dns"])
+        out["dns"] = jsontext.clone(result["dns"])
     return out
 
 
@@ -203,5 +209,5 @@ def _from_v02(result: dict[str, Any], to_version: str, *, with_ip_version: bool)
     if routes:
         out["routes"] = routes
     if result.get("dns") is not None:
-        out["dns"] = copy.deepcopy(result["dns"])
+        out["dns"] = jsontext.clone(result["dns"])
     return out

@@ -5,11 +5,7 @@ Pure functions over a mapping and bytes, so that a daemon can serve the same cod
 
 from __future__ import annotations
 
-import re
-from collections.abc import Collection, Mapping
-from typing import Any, NamedTuple
-
-from metaplug.cni import jsonload
+from metaplug.cni import jsonload, lexical
 from metaplug.cni import version as cniversion
 from metaplug.cni.errors import (
     DECODE_FAILURE,
@@ -19,6 +15,11 @@ from metaplug.cni.errors import (
     UNKNOWN_CONTAINER,
     CniError,
 )
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Collection, Mapping
+    from typing import Any
 
 COMMANDS = ("ADD", "DEL", "CHECK", "STATUS", "GC", "VERSION")
 
@@ -33,7 +34,6 @@ REQUIRED_VARS: dict[str, tuple[str, ...]] = {
 }
 
 CNI_VARS = ("CNI_CONTAINERID", "CNI_NETNS", "CNI_IFNAME", "CNI_ARGS", "CNI_PATH")
-CONTAINER_ID_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")  # duty 3 (and duty 5 for network names)
 MAX_IFNAME_BYTES = 15
 
 
@@ -89,21 +89,21 @@ def validate_container_id(cid: str) -> None:
     """Duty 3: empty -> code 3 'missing containerID'; bad characters -> code 4."""
     if not cid:
         raise CniError(UNKNOWN_CONTAINER, "missing containerID")
-    if not CONTAINER_ID_RE.fullmatch(cid):
+    if not lexical.container_id(cid):
         raise CniError(
             INVALID_ENVIRONMENT,
             "invalid characters in containerID",
-            f"{cid!r} must match {CONTAINER_ID_RE.pattern}",
+            f"{cid!r} must match {lexical.CONTAINER_ID_PATTERN}",
         )
 
 
 def validate_network_name(name: Any) -> None:
     """Duty 5: a network name uses the container-ID charset (code 7)."""
-    if not isinstance(name, str) or not CONTAINER_ID_RE.fullmatch(name):
+    if not isinstance(name, str) or not lexical.container_id(name):
         raise CniError(
             INVALID_NETWORK_CONFIG,
             "invalid network name",
-            f"{name!r} must match {CONTAINER_ID_RE.pattern}",
+            f"{name!r} must match {lexical.CONTAINER_ID_PATTERN}",
         )
 
 

@@ -5,7 +5,11 @@ A CniError is what every failure becomes before it reaches stdout: `{"cniVersion
 
 from __future__ import annotations
 
-from typing import Any
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
 
 # Codes reserved by the specification.
 INCOMPATIBLE_VERSION = 1

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import contextvars
 import errno
-import json
 import os
 import stat
 import time
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
 
-from metaplug.cni import jsonload, spawn, trace
+from metaplug.cni import jsonload, jsontext, spawn, trace
 from metaplug.cni.errors import (
     DELEGATE_FAILED,
     DELEGATE_NOT_FOUND,
@@ -25,6 +22,11 @@ from metaplug.cni.errors import (
     CniError,
 )
 from metaplug.cni.lazylog import LazyLogger
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, TypeAlias
 
 log = LazyLogger("metaplug.cni.invoke")
 
@@ -36,13 +38,13 @@ _UNKNOWN_VERSION_CMD = "unknown CNI_COMMAND: VERSION"
 
 # Whoever wants to watch delegate calls (the daemon's metrics) appends here: (plugin name, CNI_COMMAND, seconds, the
 # CniError of a failed call or None). Nothing is measured while the list is empty (thin mode).
-CallObserver = Callable[[str, str, float, "CniError | None"], None]
+CallObserver: TypeAlias = "Callable[[str, str, float, CniError | None], None]"
 call_observers: list[CallObserver] = []
 
 # Plugins served without exec: executable name -> a function of (env, stdin) returning (exit status, stdout, stderr),
 # exactly what that executable prints and exits with (metaplug daemon registers the bundled mp-* delegates; thin mode
 # registers nothing). Their answers are decoded like an executable's.
-InProcessPlugin = Callable[[Mapping[str, str], bytes], "tuple[int, str, str]"]
+InProcessPlugin: TypeAlias = "Callable[[Mapping[str, str], bytes], tuple[int, str, str]]"
 in_process: dict[str, InProcessPlugin] = {}
 
 
@@ -198,7 +200,7 @@ def probe_version(
     """
     # Plugins built on old skeletons insist on these variables even for VERSION; libcni sends dummies.
     env = build_env("VERSION", netns="dummy", ifname="dummy", paths=("dummy",), base=base)
-    stdin = json.dumps({"cniVersion": PROBE_VERSION}).encode()
+    stdin = jsontext.dumps({"cniVersion": PROBE_VERSION}).encode()
     try:
         reply = exec_plugin(plugin_path, stdin, env, timeout=timeout)
     except CniError as exc:
@@ -214,7 +216,7 @@ def probe_version(
     if supported in (None, []) and reply.get("cniVersion") == "0.2.0":
         return ["0.1.0", "0.2.0"]
     raise CniError(DELEGATE_FAILED, f"{name} gave an invalid VERSION reply",
-                   f"missing or invalid supportedVersions: {_snippet(json.dumps(reply))}")
+                   f"missing or invalid supportedVersions: {_snippet(jsontext.dumps(reply))}")
 
 
 # --- internals -------------------------------------------------------------------------------------------------------

@@ -9,8 +9,11 @@ decoding into its own CNI error (code 6 for stdin, cni.md 8; code 7 for annotati
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from metaplug.cni import jsontext
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 MAX_DEPTH = 64  # levels of arrays/objects; a conflist with IPAM ranges and prevResult needs fewer than 10
 
@@ -25,7 +28,7 @@ def loads(data: str | bytes | bytearray, *, max_depth: int = MAX_DEPTH) -> Any:
     Undecodable bytes raise UnicodeDecodeError (also a ValueError), as json.loads does.
     """
     try:
-        doc = json.loads(data)
+        doc = jsontext.loads(data)
     except RecursionError:
         raise TooDeep(f"JSON nested too deeply (more than {max_depth} levels)") from None
     if depth(doc) > max_depth:

@@ -14,8 +14,12 @@ and `metaplug.log.configure`); `activate` runs once, right before the first reco
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable
-from typing import Any
+
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 DEBUG, INFO, WARNING, ERROR, CRITICAL = 10, 20, 30, 40, 50  # logging's numeric levels
 

@@ -20,10 +20,13 @@ import errno
 import fcntl
 import os
 import stat
-from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
 
 from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator
+    from typing import Any
 
 T = TypeVar("T")
 CLONE_NEWNET = 0x40000000

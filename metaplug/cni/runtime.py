@@ -6,7 +6,11 @@ other.
 
 from __future__ import annotations
 
-from typing import Any
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from typing import Any
+
 
 
 class RuntimeConf:

@@ -7,20 +7,22 @@ can serve the same code; `main` is the thin process wrapper.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, NoReturn
 
-from metaplug.cni import trace
+from metaplug.cni import jsontext, trace
 from metaplug.cni import version as cniversion
 from metaplug.cni.env import CniEnv, parse_env, parse_stdin, read_stdin
 from metaplug.cni.errors import INVALID_ENVIRONMENT, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping, Sequence
+    from typing import Any, NoReturn, TypeAlias
 
 # A verb handler gets the validated env, the decoded config and the raw stdin bytes; it returns the result to print
 # (already in the config's cniVersion) or None for verbs without output.
-Handler = Callable[[CniEnv, dict[str, Any], bytes], "dict[str, Any] | None"]
+Handler: TypeAlias = "Callable[[CniEnv, dict[str, Any], bytes], dict[str, Any] | None]"
 
 INTERNAL_ERROR = 199  # an unexpected exception inside a plugin of this project (a bug: please report it)
 
@@ -53,7 +55,7 @@ def dispatch(
         env = parse_env(environ)
         if env.command == "VERSION":
             conf = parse_stdin(stdin, allow_empty=True, fill_version=False)
-            return 0, json.dumps(version_reply(conf, supported)) + "\n", ""
+            return 0, jsontext.dumps(version_reply(conf, supported)) + "\n", ""
         conf = parse_stdin(stdin, allow_empty=env.command == "STATUS")
         if conf:
             err_version = conf["cniVersion"]
@@ -63,15 +65,15 @@ def dispatch(
             raise CniError(INVALID_ENVIRONMENT, f"unknown CNI_COMMAND: {env.command}")
         result = handler(env, conf, stdin or b"")
     except CniError as err:
-        return 1, json.dumps(err.to_dict(err_version)) + "\n", ""
+        return 1, jsontext.dumps(err.to_dict(err_version)) + "\n", ""
     except Exception as exc:  # a bug must still produce a CNI error on stdout, never a bare traceback there
         import traceback
 
         bug = CniError(INTERNAL_ERROR, f"internal error in {name}", f"{type(exc).__name__}: {exc}")
-        return 1, json.dumps(bug.to_dict(err_version)) + "\n", traceback.format_exc()
+        return 1, jsontext.dumps(bug.to_dict(err_version)) + "\n", traceback.format_exc()
     if result is None:
         return 0, "", ""
-    return 0, json.dumps(result) + "\n", ""
+    return 0, jsontext.dumps(result) + "\n", ""
 
 
 def main(handlers: Mapping[str, Handler], *, name: str,
@@ -83,7 +85,7 @@ def main(handlers: Mapping[str, Handler], *, name: str,
         if os.environ.get("CNI_COMMAND"):
             stdin = read_stdin(sys.stdin.buffer)
     except CniError as err:
-        sys.stdout.write(json.dumps(err.to_dict(cniversion.CURRENT_VERSION)) + "\n")
+        sys.stdout.write(jsontext.dumps(err.to_dict(cniversion.CURRENT_VERSION)) + "\n")
         sys.stdout.flush()
         os._exit(1)
     status, out, err_text = dispatch(os.environ, stdin, handlers, name=name, supported=supported)

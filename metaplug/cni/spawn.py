@@ -21,8 +21,11 @@ import fcntl
 import os
 import select
 import time
-from collections.abc import Mapping
-from typing import NamedTuple
+
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 READ_SIZE = 64 * 1024
 WRITE_SIZE = 64 * 1024

@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import contextvars
 import os
-import re
-from collections.abc import Mapping
+
+from metaplug.cni import lexical
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
 
 TRACE_VARS = ("TRACEPARENT", "TRACESTATE", "BAGGAGE")
 
 # W3C Trace Context, section "traceparent Header Field Values": version-traceid-parentid-flags, lower-case hex.
 # Version 00 has exactly four fields; a later version may append more after a dash; version ff is invalid.
-_TRACEPARENT = re.compile(r"^([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?$")
+_TRACEPARENT_FIELDS = (2, 32, 16, 2)  # lengths of version, trace id, parent id, flags
+_TRACEPARENT_LENGTH = 55  # the four fields and their dashes
 
 _current: contextvars.ContextVar[dict[str, str] | None] = contextvars.ContextVar("cni_trace_context", default=None)
 
@@ -45,10 +50,14 @@ def trace_id(traceparent: str | None) -> str | None:
     """The 32-hex trace id of a valid TRACEPARENT, else None (bad values are ignored, as the W3C spec asks)."""
     if not traceparent:
         return None
-    match = _TRACEPARENT.match(traceparent.strip())
-    if match is None:
+    value = traceparent.strip()
+    fields, rest = value[:_TRACEPARENT_LENGTH].split("-"), value[_TRACEPARENT_LENGTH:]
+    if len(fields) != len(_TRACEPARENT_FIELDS) or not all(
+            lexical.lower_hex(field, length) for field, length in zip(fields, _TRACEPARENT_FIELDS, strict=True)):
         return None
-    version, tid, parent, _flags, rest = match.groups()
+    if rest and (rest[0] != "-" or "\n" in rest):  # a later version's extra fields follow a dash
+        return None
+    version, tid, parent, _flags = fields
     if version == "ff" or (version == "00" and rest) or set(tid) == {"0"} or set(parent) == {"0"}:
         return None
     return tid

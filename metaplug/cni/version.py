@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
-
+from metaplug.cni import lexical
 from metaplug.cni.errors import DECODE_FAILURE, INCOMPATIBLE_VERSION, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
 
 SUPPORTED_VERSIONS: tuple[str, ...] = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 CURRENT_VERSION = "1.1.0"
 DEFAULT_CONFIG_VERSION = "0.1.0"  # duty 9: a config without cniVersion is 0.1.0
-
-_SEMVER = re.compile(r"^(\d+)\.(\d+)\.(\d+)$")
 
 
 def parse(version: str) -> tuple[int, int, int]:
     """`"1.0.0"` -> (1, 0, 0); anything else is a decode failure (duty 8, code 6)."""
     if not isinstance(version, str):
         raise CniError(DECODE_FAILURE, "invalid cniVersion", f"cniVersion must be a string, got {version!r}")
-    m = _SEMVER.match(version)
-    if not m:
+    parsed = lexical.semver(version)
+    if parsed is None:
         raise CniError(DECODE_FAILURE, "invalid cniVersion", f"{version!r} is not a version of the form X.Y.Z")
-    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+    return parsed
 
 
 def at_least(version: str, minimum: str) -> bool:

@@ -13,9 +13,13 @@ then ends after that job instead of serving another.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from queue import SimpleQueue
-from typing import Any, Generic, TypeVar
+
+from metaplug.cni.runtime_typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
 
 T = TypeVar("T")
 _local = threading.local()
