@@ -23,20 +23,22 @@ tenacity cost another 8-17 ms per ADD (issue 10.7).
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
 
+from metaplug.cni import jsontext
 from metaplug.cni.errors import INVALID_NETWORK_CONFIG, KUBERNETES_API, TRY_AGAIN_LATER, CniError
 from metaplug.cni.lazylog import LazyLogger
+from metaplug.cni.runtime_typing import TYPE_CHECKING
 from metaplug.k8s.kubeconfig import Credentials
 from metaplug.k8s.transport import Answer, Transport, TransportError
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterator, Mapping, Sequence
+    from typing import Any, TypeAlias
+
     import httpx
 
 log = LazyLogger("metaplug.k8s")
@@ -233,7 +235,7 @@ def auth_headers(creds: Credentials) -> dict[str, str]:
 
 # Observers of every request: (verb, resource, code, seconds), code being the HTTP status or "error" when no answer
 # came. The daemon's metrics register here (Kubernetes requests by verb and code); thin mode registers none.
-RequestObserver = Callable[[str, str, str, float], None]
+RequestObserver: TypeAlias = "Callable[[str, str, str, float], None]"
 request_observers: list[RequestObserver] = []
 _VERBS = {"GET": "get", "PUT": "update", "PATCH": "patch", "POST": "create", "DELETE": "delete"}
 
@@ -332,11 +334,11 @@ class KubeClient:
         A JSON merge patch; when the server refuses merge patches (405/415), GET + PUT with the resourceVersion,
         repeated on 409 Conflict.
         """
-        value = json.dumps(status, indent=4)  # indented like Multus: people read it with kubectl describe
+        value = jsontext.dumps(status, indent=4)  # indented like Multus: people read it with kubectl describe
         what = f"publish network-status of pod {namespace}/{name}"
         patch = {"metadata": {"annotations": {NETWORK_STATUS_ANNOTATION: value}}}
         resp = self._call("PATCH", self._pod_path(namespace, name) + "/status", what=what,
-                          body=json.dumps(patch).encode(), content_type="application/merge-patch+json")
+                          body=jsontext.dumps(patch).encode(), content_type="application/merge-patch+json")
         if resp.is_success:
             return
         if resp.status_code == 404:
@@ -369,7 +371,7 @@ class KubeClient:
                 "reportingComponent": "metaplug", "reportingInstance": host,
             }
             resp = self._send("POST", f"/api/v1/namespaces/{path_segment(namespace)}/events",
-                              json.dumps(event).encode(), "application/json", timeout=budget)
+                              jsontext.dumps(event).encode(), "application/json", timeout=budget)
             if not resp.is_success:
                 log.debug("event %s on %s/%s not recorded: %s %s", reason, namespace, pod_name, resp.status_code,
                           self._scrub(_status_message(resp)))
@@ -392,7 +394,7 @@ class KubeClient:
             annotations = meta.get("annotations") or {}
             annotations[key] = value
             meta["annotations"] = annotations
-            resp = self._call("PUT", path + "/status", what=what, body=json.dumps(pod).encode(),
+            resp = self._call("PUT", path + "/status", what=what, body=jsontext.dumps(pod).encode(),
                               content_type="application/json")
             if resp.is_success:
                 return

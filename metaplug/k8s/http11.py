@@ -21,13 +21,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
+from metaplug.cni.runtime_typing import TYPE_CHECKING
 from metaplug.k8s.transport import Answer, TransportError
 
 if TYPE_CHECKING:
     import ssl
+    from collections.abc import Mapping
 
 MAX_HEADER_BYTES = 64 * 1024
 MAX_HEADER_LINES = 100

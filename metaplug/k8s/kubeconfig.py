@@ -15,11 +15,14 @@ from __future__ import annotations
 import base64
 import binascii
 import os
-from collections.abc import Mapping
-from typing import Any, NamedTuple
 
 from metaplug.cni import files, jsonload
 from metaplug.cni.errors import INVALID_ENVIRONMENT, INVALID_NETWORK_CONFIG, IO_FAILURE, CniError
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
@@ -109,9 +112,9 @@ def _named(doc: Mapping[str, Any], section: str, key: str, name: str, path: str)
     if not isinstance(entries, list):
         raise _bad(path, f"{section} must be a list")
     for entry in entries:
-        if isinstance(entry, Mapping) and entry.get("name") == name:
+        if isinstance(entry, dict) and entry.get("name") == name:
             value = entry.get(key) or {}
-            if not isinstance(value, Mapping):
+            if not isinstance(value, dict):
                 raise _bad(path, f"{section} entry {name!r}: {key} must be a mapping")
             return value
     raise _bad(path, f"no {key} named {name!r} in {section}")
@@ -153,13 +156,13 @@ def load_kubeconfig(path: str, context: str | None = None) -> Credentials:
     except (OSError, UnicodeDecodeError) as e:
         raise CniError(IO_FAILURE, "cannot read kubeconfig", f"{path}: {getattr(e, 'strerror', None) or e}") from None
     doc = _parse(path, text)
-    if not isinstance(doc, Mapping):
+    if not isinstance(doc, dict):
         raise _bad(path, "not a kubeconfig (expected a mapping with clusters, users and contexts)")
 
     name = context or doc.get("current-context") or ""
     if not name:
         contexts = doc.get("contexts") or []
-        if isinstance(contexts, list) and len(contexts) == 1 and isinstance(contexts[0], Mapping):
+        if isinstance(contexts, list) and len(contexts) == 1 and isinstance(contexts[0], dict):
             name = contexts[0].get("name") or ""
         if not name:
             raise _bad(path, "no current-context, and no context was given")

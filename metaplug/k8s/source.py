@@ -10,12 +10,13 @@ on a miss. A cached pod whose UID is not the runtime's K8S_POD_UID is a miss too
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Protocol
-
 from metaplug.cni.errors import POD_UID_MISMATCH, CniError
 from metaplug.cni.lazylog import LazyLogger
+from metaplug.cni.runtime_typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from typing import Any
+
     from metaplug.attach.plan import PodRef
     from metaplug.k8s.client import KubeClient
     from metaplug.merge import NetworkStatusEntry

@@ -10,11 +10,13 @@ bytes. Two implement it:
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from metaplug.cni import jsontext
+from metaplug.cni.runtime_typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+    from typing import Any
+
     import httpx
 
 
@@ -39,7 +41,7 @@ class Answer:
 
     def json(self) -> Any:
         """The body as JSON; ValueError when it is not."""
-        return json.loads(self.content)
+        return jsontext.loads(self.content)
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
