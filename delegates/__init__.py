@@ -1,4 +1,4 @@
-"""metaplug's bundled delegates: small, readable, spec-compliant CNI plugins in Python (pyroute2).
+"""metaplug's bundled delegates: small, readable, spec-compliant CNI plugins in Python (netlink: metaplug.cni.rtnl).
 
 Installed as console scripts with an `mp-` prefix so they never clash with the reference plugins:
 

@@ -1,43 +1,26 @@
-"""pyroute2 helpers shared by the delegates: namespaces, links, addresses, routes.
+"""rtnetlink helpers shared by the delegates: namespaces, links, addresses, routes (metaplug.cni.rtnl, stdlib only).
 
-pyroute2 is imported inside the functions only, so VERSION and the IPAM plugins never pay for it.
-A namespace path is opened and checked by metaplug.cni.ns (non-blocking, must be a network namespace).
+A namespace path is opened and checked by metaplug.cni.ns (non-blocking, must be a network namespace); its netlink
+socket is made in a thread inside it (one socket per namespace and call). Kernel refusals arrive as OSError(errno).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import ipaddress
 import secrets
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from metaplug_delegates import CHECK_FAILED, IFNAME_EXISTS, NETLINK_FAILED
 
 from metaplug.cni import ns
 from metaplug.cni.errors import CniError
+from metaplug.cni.rtnl import RT_TABLE_MAIN, Link, RouteSpec, Rtnl
 
-IFF_UP = 0x1
-IFA_F_NODAD = 0x02  # IPv6 addresses are usable at once (no duplicate address detection wait), as the reference does
-RT_TABLE_MAIN = 254
-NETLINK_ROUTE = 0
-ROUTE_METRICS = {"mtu": "RTAX_MTU", "advmss": "RTAX_ADVMSS"}  # 1.1.0 route fields that are route metrics
-
-
-@dataclass(frozen=True)
-class Link:
-    """What the delegates need to know about one interface."""
-
-    index: int
-    name: str
-    kind: str | None
-    mac: str
-    mtu: int
-    master: int | None
-    up: bool
-    macvlan_mode: str | None = None
+__all__ = ["RT_TABLE_MAIN", "Link", "Rtnl"]
 
 
 def netns_exists(path: str) -> bool:
@@ -46,35 +29,29 @@ def netns_exists(path: str) -> bool:
 
 
 @contextlib.contextmanager
-def host() -> Iterator[Any]:
-    """An IPRoute in the namespace this process runs in (the node's)."""
-    from pyroute2 import IPRoute
-
-    ipr = IPRoute()
+def host() -> Iterator[Rtnl]:
+    """A netlink client in the namespace this process runs in (the node's)."""
     try:
-        yield ipr
-    finally:
-        ipr.close()
+        rtnl = Rtnl()
+    except OSError as exc:
+        raise failed("open a netlink socket", exc) from None
+    with rtnl:
+        yield rtnl
 
 
 @contextlib.contextmanager
-def netns(path: str) -> Iterator[Any]:
-    """An IPRoute inside the network namespace at `path`; anything else (gone, a FIFO, a file) is code 4.
+def netns(path: str) -> Iterator[Rtnl]:
+    """A netlink client inside the network namespace at `path`; anything else (gone, a FIFO, a file) is code 4.
 
-    The netlink socket is made in a thread that entered the namespace (metaplug.cni.ns): no blocking open, no fork
-    (pyroute2's NetNS forks a helper per socket), and the namespace is never created."""
-    from pyroute2 import IPRoute
-
+    The socket is made in a thread that entered the namespace (metaplug.cni.ns): no blocking open, no fork, and the
+    namespace is never created."""
     try:
         with ns.opened(path) as fd:
-            sock = ns.run_in(fd, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, NETLINK_ROUTE))
-        ipr = IPRoute(fileno=sock.detach())
+            rtnl = ns.run_in(fd, Rtnl)
     except OSError as exc:
         raise failed(f"open a netlink socket in {path}", exc) from None
-    try:
-        yield ipr
-    finally:
-        ipr.close()
+    with rtnl:
+        yield rtnl
 
 
 @contextlib.contextmanager
@@ -85,14 +62,9 @@ def netns_fd(path: str) -> Iterator[int]:
 
 
 def failed(op: str, exc: Exception) -> CniError:
-    """A netlink failure as a CniError naming the operation."""
-    reason = getattr(exc, "args", None)
-    return CniError(NETLINK_FAILED, f"netlink: {op} failed", str(reason[-1] if reason else exc))
-
-
-def errno_of(exc: Exception) -> int | None:
-    code = getattr(exc, "code", None)
-    return code if isinstance(code, int) else None
+    """A netlink failure as a CniError naming the operation and the kernel's reason."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return CniError(NETLINK_FAILED, f"netlink: {op} failed", reason)
 
 
 def random_name(prefix: str) -> str:
@@ -100,96 +72,65 @@ def random_name(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(4)}"
 
 
-def _as_link(msg: Any) -> Link:
-    info = msg.get("IFLA_LINKINFO")
-    kind = info.get("IFLA_INFO_KIND") if info is not None else None
-    mode = msg.get_nested("IFLA_LINKINFO", "IFLA_INFO_DATA", "IFLA_MACVLAN_MODE") if kind == "macvlan" else None
-    return Link(
-        index=msg["index"],
-        name=msg.get("IFLA_IFNAME"),
-        kind=kind,
-        mac=str(msg.get("IFLA_ADDRESS") or ""),
-        mtu=int(msg.get("IFLA_MTU") or 0),
-        master=msg.get("IFLA_MASTER"),
-        up=bool(msg["flags"] & IFF_UP),
-        macvlan_mode=mode,
-    )
-
-
-def find_link(ipr: Any, name: str) -> Link | None:
+def find_link(ipr: Rtnl, name: str) -> Link | None:
     """The interface called `name`, or None."""
-    found = ipr.link_lookup(ifname=name)
-    if not found:
-        return None
     try:
-        return _as_link(ipr.get_links(found[0])[0])
-    except Exception as exc:
-        if errno_of(exc) == 19:  # ENODEV: deleted between lookup and get
-            return None
-        raise
+        return ipr.link(name)
+    except OSError as exc:
+        raise failed(f"look up {name}", exc) from None
 
 
-def link_by_index(ipr: Any, index: int) -> Link | None:
+def link_by_index(ipr: Rtnl, index: int) -> Link | None:
     try:
-        return _as_link(ipr.get_links(index)[0])
-    except Exception as exc:
-        if errno_of(exc) == 19:
-            return None
-        raise
+        return ipr.link(index=index)
+    except OSError as exc:
+        raise failed(f"look up ifindex {index}", exc) from None
 
 
-def require_absent(ipr: Any, ifname: str, netns_path: str) -> None:
+def require_absent(ipr: Rtnl, ifname: str, netns_path: str) -> None:
     """cni.md 10: ADD fails when CNI_IFNAME already exists in the namespace (IFNAME_EXISTS, 130)."""
     if find_link(ipr, ifname) is not None:
         raise CniError(IFNAME_EXISTS, f"interface {ifname!r} already exists",
                        f"{ifname!r} is present in {netns_path}; DEL the previous attachment or use another ifname")
 
 
-def delete_link(ipr: Any, name: str) -> bool:
+def delete_link(ipr: Rtnl, name: str) -> bool:
     """Delete the interface `name` if present; True when something was deleted. Gone already: False, no error."""
     link = find_link(ipr, name)
     if link is None:
         return False
     try:
-        ipr.link("del", index=link.index)
-    except Exception as exc:
-        if errno_of(exc) in (19, 2):  # gone meanwhile
+        ipr.delete_link(link.ifindex)
+    except OSError as exc:
+        if exc.errno in (errno.ENODEV, errno.ENOENT):  # gone meanwhile
             return False
         raise failed(f"delete {name}", exc) from None
     return True
 
 
-def set_up(ipr: Any, index: int, name: str) -> None:
+def set_up(ipr: Rtnl, index: int, name: str) -> None:
     try:
-        ipr.link("set", index=index, state="up")
-    except Exception as exc:
+        ipr.set_link(index, up=True)
+    except OSError as exc:
         raise failed(f"set {name} up", exc) from None
 
 
-def global_addresses(ipr: Any, index: int) -> set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
+def global_addresses(ipr: Rtnl, index: int) -> set[ipaddress.IPv4Interface | ipaddress.IPv6Interface]:
     """Addresses of the interface except IPv6 link-local ones."""
-    out: set[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = set()
-    for msg in ipr.get_addr(index=index):
-        addr = msg.get("IFA_ADDRESS")
-        if addr is None:
-            continue
-        iface = ipaddress.ip_interface(f"{addr}/{msg['prefixlen']}")
-        if iface.version == 6 and iface.ip.is_link_local:
-            continue
-        out.add(iface)
-    return out
-
-
-def add_address(ipr: Any, index: int, cidr: str, name: str) -> None:
-    """Add `cidr` (address with prefix) to the interface; already there is fine."""
-    iface = ipaddress.ip_interface(cidr)
-    kw: dict[str, Any] = {"index": index, "address": str(iface.ip), "prefixlen": iface.network.prefixlen}
-    if iface.version == 6:
-        kw["flags"] = IFA_F_NODAD
     try:
-        ipr.addr("add", **kw)
-    except Exception as exc:
-        if errno_of(exc) == 17:  # EEXIST
+        found = ipr.addresses(index)
+    except OSError as exc:
+        raise failed(f"list the addresses of ifindex {index}", exc) from None
+    return {a.interface for a in found if not (a.interface.version == 6 and a.interface.ip.is_link_local)}
+
+
+def add_address(ipr: Rtnl, index: int, cidr: str, name: str) -> None:
+    """Add `cidr` (address with prefix) to the interface; already there is fine. IPv6 ones with IFA_F_NODAD:
+    usable at once (no duplicate address detection wait), as the reference does."""
+    try:
+        ipr.add_address(index, ipaddress.ip_interface(cidr))
+    except OSError as exc:
+        if exc.errno == errno.EEXIST:
             return
         raise failed(f"add address {cidr} to {name}", exc) from None
 
@@ -217,52 +158,43 @@ def _route_target(route: dict[str, Any], gws: dict[int, str]) -> tuple[ipaddress
     return dst, gw
 
 
-def configure(ipr: Any, link: Link, result: dict[str, Any], if_index: int) -> None:
+def configure(ipr: Rtnl, link: Link, result: dict[str, Any], if_index: int) -> None:
     """Put the result's addresses (those of interface `if_index`) and routes on `link`, and bring it up."""
     for ip in result.get("ips") or []:
         if ip.get("interface") in (if_index, None):
-            add_address(ipr, link.index, ip["address"], link.name)
-    set_up(ipr, link.index, link.name)
+            add_address(ipr, link.ifindex, ip["address"], link.name)
+    set_up(ipr, link.ifindex, link.name)
     gws = _gateways(result, if_index)
     for route in result.get("routes") or []:
         dst, gw = _route_target(route, gws)
-        kw: dict[str, Any] = {"dst": str(dst), "oif": link.index}
-        if gw:
-            kw["gateway"] = gw
-        if route.get("priority") is not None:
-            kw["priority"] = route["priority"]
-        if route.get("table") is not None:
-            kw["table"] = route["table"]
-        if route.get("scope") is not None:
-            kw["scope"] = route["scope"]
-        metrics = {ROUTE_METRICS[k]: route[k] for k in ROUTE_METRICS if route.get(k) is not None}
-        if metrics:
-            kw["metrics"] = {"attrs": list(metrics.items())}
+        # 1.1.0 route fields: priority, table, scope, and the route metrics mtu and advmss
+        spec = RouteSpec(dst=dst, gateway=gw, oif=link.ifindex, priority=_int_or_none(route.get("priority")),
+                         table=_int_or_none(route.get("table")), scope=_int_or_none(route.get("scope")),
+                         mtu=_int_or_none(route.get("mtu")), advmss=_int_or_none(route.get("advmss")))
         try:
-            ipr.route("add", **kw)
-        except Exception as exc:
-            if errno_of(exc) == 17:
+            ipr.add_route(spec)
+        except OSError as exc:
+            if exc.errno == errno.EEXIST:
                 continue
             raise failed(f"add route {dst} via {gw or 'link'} on {link.name}", exc) from None
 
 
-def _routes_of(ipr: Any, version: int, table: int) -> set[tuple[str, str | None, int | None]]:
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _routes_of(ipr: Rtnl, version: int, table: int) -> set[tuple[str, str | None, int | None]]:
     """(dst network, gateway, oif) of the routes of one family in one table."""
-    from socket import AF_INET, AF_INET6
-
-    out: set[tuple[str, str | None, int | None]] = set()
-    for msg in ipr.get_routes(family=AF_INET if version == 4 else AF_INET6, table=table):
-        if (msg.get("RTA_TABLE") or msg["table"]) != table:
-            continue
-        dst = msg.get("RTA_DST") or ("0.0.0.0" if version == 4 else "::")
-        net = ipaddress.ip_network(f"{dst}/{msg['dst_len']}", strict=False)
-        out.add((str(net), msg.get("RTA_GATEWAY"), msg.get("RTA_OIF")))
-    return out
+    try:
+        found = ipr.routes(socket.AF_INET if version == 4 else socket.AF_INET6, table)
+    except OSError as exc:
+        raise failed(f"list the routes of table {table}", exc) from None
+    return {(str(r.dst), r.gateway, r.oif) for r in found}
 
 
-def verify(ipr: Any, link: Link, result: dict[str, Any], if_index: int) -> None:
+def verify(ipr: Rtnl, link: Link, result: dict[str, Any], if_index: int) -> None:
     """CHECK (cni.md 12): every address of interface `if_index` and every route of `result` is present on `link`."""
-    have = global_addresses(ipr, link.index)
+    have = global_addresses(ipr, link.ifindex)
     for ip in result.get("ips") or []:
         if ip.get("interface") not in (if_index, None):
             continue
@@ -291,7 +223,7 @@ def check_link(link: Link | None, name: str, *, kind: str, mac: str | None = Non
     if link is None:
         raise CniError(CHECK_FAILED, f"interface {name!r} not found", f"the {kind} created at ADD is gone")
     if link.kind != kind:
-        raise CniError(CHECK_FAILED, f"interface {name!r} is not a {kind}", f"it is of kind {link.kind!r}")
+        raise CniError(CHECK_FAILED, f"interface {name!r} is not a {kind}", f"it is of kind {link.kind or None!r}")
     if mac and link.mac.lower() != mac.lower():
         raise CniError(CHECK_FAILED, f"interface {name!r} has another MAC address",
                        f"prevResult says {mac}, the interface has {link.mac}")

@@ -9,6 +9,7 @@ Result interfaces: 0 the bridge, 1 the host end of the veth, 2 the container end
 
 from __future__ import annotations
 
+import errno
 import ipaddress
 from typing import Any
 
@@ -45,42 +46,36 @@ class BridgeConf:
                                f"remove {unsupported!r} or use the reference bridge plugin")
 
 
-def ensure_bridge(ipr: Any, bc: BridgeConf) -> nl.Link:
+def ensure_bridge(ipr: nl.Rtnl, bc: BridgeConf) -> nl.Link:
     """The bridge, created when missing (a concurrent ADD may create it first), up."""
     link = nl.find_link(ipr, bc.bridge)
     if link is None:
-        kw: dict[str, Any] = {"ifname": bc.bridge, "kind": "bridge"}
-        if bc.mtu:
-            kw["mtu"] = bc.mtu
         try:
-            ipr.link("add", **kw)
-        except Exception as exc:
-            if nl.errno_of(exc) != 17:  # EEXIST: another ADD made it meanwhile
+            ipr.create_bridge(bc.bridge, mtu=bc.mtu)
+        except OSError as exc:
+            if exc.errno != errno.EEXIST:  # another ADD made it meanwhile
                 raise nl.failed(f"create bridge {bc.bridge}", exc) from None
         link = nl.find_link(ipr, bc.bridge)
     if link is None or link.kind != "bridge":
         raise CniError(INVALID_NETWORK_CONFIG, f"{bc.bridge!r} is not a bridge",
-                       f"an interface {bc.bridge!r} of kind {link.kind if link else None!r} exists in the node")
+                       f"an interface {bc.bridge!r} of kind {(link.kind or None) if link else None!r} exists in the "
+                       "node")
     if not link.up:
-        nl.set_up(ipr, link.index, link.name)
+        nl.set_up(ipr, link.ifindex, link.name)
     return link
 
 
-def create_veth(ipr: Any, env: CniEnv, bc: BridgeConf, bridge: nl.Link) -> nl.Link:
+def create_veth(ipr: nl.Rtnl, env: CniEnv, bc: BridgeConf, bridge: nl.Link) -> nl.Link:
     """A veth whose container end is created directly in the netns as CNI_IFNAME; returns the host end (up,
     enslaved to the bridge, hairpin as configured)."""
     with nl.netns_fd(env.netns) as fd:
         for _ in range(3):
             host_name = nl.random_name(HOST_VETH_PREFIX)
-            peer: dict[str, Any] = {"ifname": env.ifname, "net_ns_fd": fd}
-            kw: dict[str, Any] = {"ifname": host_name, "kind": "veth", "peer": peer}
-            if bc.mtu:
-                kw["mtu"] = peer["mtu"] = bc.mtu
             try:
-                ipr.link("add", **kw)
+                ipr.create_veth(host_name, env.ifname, peer_netns_fd=fd, mtu=bc.mtu)
                 break
-            except Exception as exc:
-                if nl.errno_of(exc) != 17:
+            except OSError as exc:
+                if exc.errno != errno.EEXIST:
                     raise nl.failed(f"create veth {host_name} <-> {env.ifname}", exc) from None
                 with nl.netns(env.netns) as cipr:
                     if nl.find_link(cipr, env.ifname) is not None:  # lost a race for CNI_IFNAME: cni.md 10
@@ -93,10 +88,10 @@ def create_veth(ipr: Any, env: CniEnv, bc: BridgeConf, bridge: nl.Link) -> nl.Li
     if link is None:
         raise CniError(CHECK_FAILED, f"veth {host_name} vanished right after creation")
     try:
-        ipr.link("set", index=link.index, master=bridge.index, state="up")
+        ipr.set_link(link.ifindex, master=bridge.ifindex, up=True)
         if bc.hairpin:
-            ipr.brport("set", index=link.index, mode=1)
-    except Exception as exc:
+            ipr.set_hairpin(link.ifindex)
+    except OSError as exc:
         nl.delete_link(ipr, host_name)
         raise nl.failed(f"attach {host_name} to {bc.bridge}", exc) from None
     return link
@@ -140,14 +135,14 @@ def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
     return finish(result, conf)
 
 
-def _add_after_veth(env: CniEnv, conf: dict[str, Any], raw: bytes, bc: BridgeConf, ipr: Any,
+def _add_after_veth(env: CniEnv, conf: dict[str, Any], raw: bytes, bc: BridgeConf, ipr: nl.Rtnl,
                     bridge: nl.Link, host_end: nl.Link) -> dict[str, Any]:
     ipam_result = exec_ipam("ADD", conf, env, raw)
     result: dict[str, Any] = to_internal(ipam_result, conf["cniVersion"]) if ipam_result else {"ips": []}
     for ip in result.get("ips") or []:
         ip["interface"] = CONTAINER
     for cidr in gateway_setup(result, bc):
-        nl.add_address(ipr, bridge.index, cidr, bridge.name)
+        nl.add_address(ipr, bridge.ifindex, cidr, bridge.name)
     if bc.is_gw:
         nl.write_sysctl("net/ipv4/ip_forward", "1")
     with nl.netns(env.netns) as cipr:
@@ -192,7 +187,7 @@ def cmd_check(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
                       and i.get("name") != bc.bridge]
         for name in host_names:
             host_end = nl.check_link(nl.find_link(ipr, name), name, kind="veth")
-            if host_end.master != bridge.index:
+            if host_end.master != bridge.ifindex:
                 raise CniError(CHECK_FAILED, f"{name} is not a port of {bc.bridge}")
     return None
 

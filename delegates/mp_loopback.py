@@ -22,7 +22,7 @@ LO = "lo"
 LO_MAC = "00:00:00:00:00:00"
 
 
-def _lo(ipr: Any, netns: str) -> nl.Link:
+def _lo(ipr: nl.Rtnl, netns: str) -> nl.Link:
     link = nl.find_link(ipr, LO)
     if link is None:  # every network namespace has lo; only a broken one does not
         raise CniError(CHECK_FAILED, "no loopback interface", f"{netns} has no {LO!r}")
@@ -32,8 +32,8 @@ def _lo(ipr: Any, netns: str) -> nl.Link:
 def cmd_add(env: CniEnv, conf: dict[str, Any], raw: bytes) -> dict[str, Any]:
     with nl.netns(env.netns) as ipr:
         lo = _lo(ipr, env.netns)
-        nl.set_up(ipr, lo.index, LO)
-        addrs = sorted(nl.global_addresses(ipr, lo.index), key=lambda a: (a.version, str(a)))
+        nl.set_up(ipr, lo.ifindex, LO)
+        addrs = sorted(nl.global_addresses(ipr, lo.ifindex), key=lambda a: (a.version, str(a)))
     if isinstance(conf.get("prevResult"), dict):  # in a chain: pass the previous result on unchanged
         return finish(prev_result(conf, "ADD"), conf)
     result: dict[str, Any] = {
@@ -51,8 +51,8 @@ def cmd_del(env: CniEnv, conf: dict[str, Any], raw: bytes) -> None:
         lo = nl.find_link(ipr, LO)
         if lo is not None and lo.up:
             try:
-                ipr.link("set", index=lo.index, state="down")
-            except Exception as exc:
+                ipr.set_link(lo.ifindex, up=False)
+            except OSError as exc:
                 raise nl.failed("set lo down", exc) from None
     return None
 

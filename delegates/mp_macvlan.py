@@ -8,6 +8,8 @@ linkInContainer is not supported (code 2). Result: one interface (index 0), ips 
 
 from __future__ import annotations
 
+import errno
+import socket
 from typing import Any
 
 from metaplug_delegates import CHECK_FAILED, IFNAME_EXISTS
@@ -53,20 +55,22 @@ def _requested_mac(conf: dict[str, Any], env: CniEnv) -> str | None:
     return mac
 
 
-def default_route_interface(ipr: Any) -> str:
+def default_route_interface(ipr: nl.Rtnl) -> str:
     """The interface of the node's IPv4 default route (the reference macvlan's default master)."""
-    from socket import AF_INET
-
-    for msg in ipr.get_routes(family=AF_INET, table=nl.RT_TABLE_MAIN):
-        if msg["dst_len"] == 0 and msg.get("RTA_OIF"):
-            link = nl.link_by_index(ipr, msg.get("RTA_OIF"))
+    try:
+        routes = ipr.routes(socket.AF_INET, nl.RT_TABLE_MAIN)
+    except OSError as exc:
+        raise nl.failed("list the node's IPv4 routes", exc) from None
+    for route in routes:
+        if route.dst.prefixlen == 0 and route.oif:
+            link = nl.link_by_index(ipr, route.oif)
             if link is not None:
                 return link.name
     raise CniError(INVALID_NETWORK_CONFIG, "no master given and no default route",
                    "set \"master\" to the interface the macvlan should sit on")
 
 
-def resolve_master(ipr: Any, mc: MacvlanConf) -> nl.Link:
+def resolve_master(ipr: nl.Rtnl, mc: MacvlanConf) -> nl.Link:
     name = mc.master or default_route_interface(ipr)
     link = nl.find_link(ipr, name)
     if link is None:
@@ -77,18 +81,13 @@ def resolve_master(ipr: Any, mc: MacvlanConf) -> nl.Link:
     return link
 
 
-def create_macvlan(ipr: Any, env: CniEnv, mc: MacvlanConf, master: nl.Link) -> None:
+def create_macvlan(ipr: nl.Rtnl, env: CniEnv, mc: MacvlanConf, master: nl.Link) -> None:
     """The macvlan is created on master with IFLA_NET_NS_FD: it is born in the container as CNI_IFNAME."""
-    kw: dict[str, Any] = {"ifname": env.ifname, "kind": "macvlan", "link": master.index, "macvlan_mode": mc.mode}
-    if mc.mtu:
-        kw["mtu"] = mc.mtu
-    if mc.mac:
-        kw["address"] = mc.mac
     with nl.netns_fd(env.netns) as fd:
         try:
-            ipr.link("add", net_ns_fd=fd, **kw)
-        except Exception as exc:
-            if nl.errno_of(exc) == 17:  # lost a race for CNI_IFNAME (cni.md 10)
+            ipr.create_macvlan(env.ifname, master.ifindex, mc.mode, netns_fd=fd, mtu=mc.mtu, mac=mc.mac)
+        except (OSError, ValueError) as exc:  # ValueError: a `mac` that is no MAC address
+            if isinstance(exc, OSError) and exc.errno == errno.EEXIST:  # lost a race for CNI_IFNAME (cni.md 10)
                 raise CniError(IFNAME_EXISTS, f"interface {env.ifname!r} already exists",
                                f"{env.ifname!r} is present in {env.netns}") from None
             raise nl.failed(f"create macvlan {env.ifname} on {master.name} (mode {mc.mode})", exc) from None

@@ -4,8 +4,8 @@ A network namespace is per thread on Linux, so each operation runs in a short-li
 target namespace (metaplug.cni.ns, which also makes sure the path is a network namespace and never blocks on opening
 it): the process itself never leaves its own namespace, and nothing has to fork. Listing interface names (the ADD
 hot path) asks rtnetlink from outside (cni.linknames), else reads the thread's /proc/thread-self/net/dev; reading
-links and addresses (CHECK) uses the small stdlib rtnetlink reader in rtnl.py; changing routes (R13) uses pyroute2,
-imported only then.
+links and addresses (CHECK) and changing default routes (R13) use the small stdlib rtnetlink client,
+metaplug.cni.rtnl (imported only then).
 """
 
 from __future__ import annotations
@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
     from typing import Any
 
+    from metaplug.cni import rtnl
+
 T = TypeVar("T")
+AF_INET, AF_INET6 = 2, 10  # socket's, without importing socket on the ADD path (issue 10.7)
 
 
 def run_in_netns(path: str, fn: Callable[[], T]) -> T:
@@ -42,15 +45,9 @@ def interface_names(path: str) -> set[str]:
         return found if found is not None else ns.run_in(fd, names)
 
 
-def _ipr() -> Any:
-    from pyroute2 import IPRoute
-
-    return IPRoute()
-
-
 def inspect_interfaces(path: str) -> dict[str, dict[str, Any]]:
     """{ifname: {"mac": str, "addresses": set of "ip/prefix", "index": int}} of every interface in the namespace."""
-    from metaplug import rtnl
+    from metaplug.cni import rtnl
 
     def collect() -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
@@ -97,32 +94,42 @@ def check_result(path: str, result: dict[str, Any]) -> list[str]:
     return problems
 
 
+def _default_routes(client: rtnl.Rtnl, family: int) -> list[rtnl.Route]:
+    """The default routes of one family in the main table."""
+    return [r for r in client.routes(family) if r.dst.prefixlen == 0]
+
+
+def _delete(client: rtnl.Rtnl, route: rtnl.Route) -> None:
+    from metaplug.cni import rtnl
+
+    client.delete_route(rtnl.RouteSpec(dst=route.dst, gateway=route.gateway, oif=route.oif, table=route.table))
+
+
 def move_default_route(path: str, old_ifname: str | None, new_ifname: str, gateways: Iterable[str]) -> None:
     """R13: remove the default route(s) of `old_ifname` and route the default through `gateways` on `new_ifname`."""
     import ipaddress
 
+    from metaplug.cni import rtnl
+
     gws = [ipaddress.ip_address(g) for g in gateways]
 
     def apply() -> None:
-        from pyroute2.netlink.exceptions import NetlinkError
-
-        with _ipr() as ipr:
-            new_index = ipr.link_lookup(ifname=new_ifname)
-            if not new_index:
+        with rtnl.Rtnl() as client:
+            new = client.link(new_ifname)
+            if new is None:
                 raise CniError(INVALID_ENVIRONMENT, "default-route interface is missing", new_ifname)
+            old = client.link(old_ifname) if old_ifname is not None else None
             for gw in gws:
-                family = 10 if gw.version == 6 else 2
-                dst = "::/0" if gw.version == 6 else "0.0.0.0/0"
-                for route in ipr.get_default_routes(family=family):
-                    oif = route.get_attr("RTA_OIF")
-                    if old_ifname is None or oif in ipr.link_lookup(ifname=old_ifname) or oif == new_index[0]:
-                        ipr.route("del", dst=dst, oif=oif, family=family, gateway=route.get_attr("RTA_GATEWAY"))
+                family = AF_INET6 if gw.version == 6 else AF_INET
+                for route in _default_routes(client, family):
+                    if old_ifname is None or route.oif in (new.ifindex, old.ifindex if old else None):
+                        _delete(client, route)
+                dst = ipaddress.ip_network("::/0" if gw.version == 6 else "0.0.0.0/0")
                 try:
-                    ipr.route("add", dst=dst, gateway=str(gw), oif=new_index[0], family=family)
-                except NetlinkError as exc:  # a gateway the interface cannot reach: the element's mistake
+                    client.add_route(rtnl.RouteSpec(dst=dst, gateway=str(gw), oif=new.ifindex))
+                except OSError as exc:  # a gateway the interface cannot reach: the element's mistake
                     raise CniError(INVALID_NETWORK_CONFIG, "cannot move the default route (R13)",
-                                   f"default via {gw} dev {new_ifname}: {exc.args[-1] if exc.args else exc}"
-                                   ) from None
+                                   f"default via {gw} dev {new_ifname}: {exc.strerror or exc}") from None
 
     run_in_netns(path, apply)
 
@@ -131,28 +138,29 @@ def restore_default_routes(path: str, ifname: str, routes: Iterable[dict[str, An
     """Put default routes back on `ifname` (1.x result routes: dst, gw?, priority?): what R13 took from the cluster
     network when another attachment owned the default route. One already there counts as restored. Returns the
     problems (a missing interface, a route the kernel refuses), never raises for them."""
+    import errno
+    import ipaddress
+
+    from metaplug.cni import rtnl
+
     wanted = list(routes)
 
     def apply() -> list[str]:
-        from pyroute2.netlink.exceptions import NetlinkError
-
         problems: list[str] = []
-        with _ipr() as ipr:
-            index = ipr.link_lookup(ifname=ifname)
-            if not index:
+        with rtnl.Rtnl() as client:
+            link = client.link(ifname)
+            if link is None:
                 return [f"interface {ifname} is missing"]
             for route in wanted:
                 dst = str(route["dst"])
-                spec: dict[str, Any] = {"dst": dst, "oif": index[0], "family": 10 if ":" in dst else 2}
-                if route.get("gw"):
-                    spec["gateway"] = str(route["gw"])
-                if route.get("priority") is not None:
-                    spec["priority"] = int(route["priority"])
+                spec = rtnl.RouteSpec(dst=ipaddress.ip_network(dst, strict=False), oif=link.ifindex,
+                                      gateway=str(route["gw"]) if route.get("gw") else None,
+                                      priority=int(route["priority"]) if route.get("priority") is not None else None)
                 try:
-                    ipr.route("add", **spec)
-                except NetlinkError as exc:
-                    if exc.code != 17:  # EEXIST: it is there
-                        problems.append(f"default route {dst} via {route.get('gw') or ifname}: {exc}")
+                    client.add_route(spec)
+                except OSError as exc:
+                    if exc.errno != errno.EEXIST:  # it is there
+                        problems.append(f"default route {dst} via {route.get('gw') or ifname}: {exc.strerror or exc}")
         return problems
 
     return run_in_netns(path, apply)
@@ -160,17 +168,18 @@ def restore_default_routes(path: str, ifname: str, routes: Iterable[dict[str, An
 
 def remove_default_routes(path: str, ifname: str, ipv6: Iterable[bool]) -> None:
     """Delete the default routes through `ifname` of these families (True: IPv6); absent ones are fine."""
-    families = [10 if v6 else 2 for v6 in set(ipv6)]
+    from metaplug.cni import rtnl
+
+    families = [AF_INET6 if v6 else AF_INET for v6 in set(ipv6)]
 
     def apply() -> None:
-        with _ipr() as ipr:
-            index = ipr.link_lookup(ifname=ifname)
-            if not index:
+        with rtnl.Rtnl() as client:
+            link = client.link(ifname)
+            if link is None:
                 return
             for family in families:
-                for route in ipr.get_default_routes(family=family):
-                    if route.get_attr("RTA_OIF") == index[0]:
-                        ipr.route("del", dst="::/0" if family == 10 else "0.0.0.0/0", oif=index[0], family=family,
-                                  gateway=route.get_attr("RTA_GATEWAY"))
+                for route in _default_routes(client, family):
+                    if route.oif == link.ifindex:
+                        _delete(client, route)
 
     run_in_netns(path, apply)

@@ -23,7 +23,7 @@ from metaplug.doctor.findings import Finding
 from metaplug.doctor.state import Recorded
 
 if TYPE_CHECKING:
-    from metaplug import rtnl
+    from metaplug.cni import rtnl
 
 BRIDGE_TYPES = ("bridge", "mp-bridge")
 DEFAULT_BRIDGE = "cni0"  # both plugins' default
@@ -71,7 +71,8 @@ def check_interfaces(rec: Recorded) -> Finding | None:
 def veth_ends(netns_path: str) -> set[tuple[int, int]]:
     """(id of `netns_path` as doctor's namespace knows it, ifindex) of every veth inside it: the values a host-side
     veth whose other end is there holds as (IFLA_LINK_NETNSID, IFLA_LINK)."""
-    from metaplug import netns, rtnl
+    from metaplug import netns
+    from metaplug.cni import rtnl
 
     nsid = rtnl.netnsid(netns_path)
     if nsid is None:
@@ -84,7 +85,7 @@ def unaccounted_veths(read_journals: Callable[[], list[Recorded]],
     """The node's links are read first, the journals after (`read_journals`): an ADD journals before its delegates
     create anything, so every veth seen belongs to a journal that is read. `read_others`: the host-side names that
     something other than a journal accounts for (Multus's cache, doctor/multus.py)."""
-    from metaplug import rtnl
+    from metaplug.cni import rtnl
     from metaplug.cni.errors import CniError
 
     links = rtnl.link_details()
@@ -121,7 +122,8 @@ def unaccounted_veths(read_journals: Callable[[], list[Recorded]],
 
 def _find_peers(veths: list[rtnl.Link]) -> dict[int, str]:
     """{host ifindex: "<name> in <namespace path>"} for the veths whose other end is in a visible namespace."""
-    from metaplug import netns, rtnl
+    from metaplug import netns
+    from metaplug.cni import rtnl
     from metaplug.cni.errors import CniError
 
     wanted: dict[tuple[int | None, int], int] = {(v.peer_netnsid, v.peer): v.ifindex for v in veths

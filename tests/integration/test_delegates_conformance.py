@@ -88,10 +88,10 @@ class Reply:
 
 
 def cni(node: Netns, flavor: Flavor, base: str, command: str, conf: dict[str, Any], *, netns: str,
-        cid: str = "c1", ifname: str = "eth0", args: str = "") -> Reply:
+        cid: str = "c1", ifname: str = "eth0", args: str = "", extra_env: dict[str, str] | None = None) -> Reply:
     """Run one plugin call inside the node namespace with exactly the CNI env a runtime would give."""
     env = metaplug_env({"CNI_COMMAND": command, "CNI_CONTAINERID": cid, "CNI_NETNS": netns, "CNI_IFNAME": ifname,
-                        "CNI_ARGS": args, "CNI_PATH": flavor.cni_path})
+                        "CNI_ARGS": args, "CNI_PATH": flavor.cni_path, **(extra_env or {})})
     proc = node.exec([flavor.binary(base)], input=json.dumps(conf).encode(), env=env, check=False)
     text = proc.stdout.decode().strip()
     return Reply(proc.returncode, json.loads(text) if text else None, proc.stderr.decode())
@@ -539,3 +539,73 @@ def test_macvlan_modes(flavor: Flavor, mode: str, node: Netns, pod: Netns, netns
     assert details["linkinfo"]["info_data"]["mode"] == mode
     cni(node, flavor, "macvlan", "DEL", with_prev(conf, result), netns=pod.path).ok()
     assert not pod.has_link("eth0")
+
+
+# --- mp only: netlink through the standard library (metaplug.cni.rtnl), never pyroute2 --------------------------------
+
+
+def _imported(stderr: str) -> set[str]:
+    """Module names from `-X importtime` lines (PYTHONPROFILEIMPORTTIME) on stderr."""
+    return {line.rsplit("|", 1)[1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+
+
+@pytest.mark.parametrize("plugin", ["bridge", "macvlan", "loopback"])
+def test_mp_executables_never_import_pyroute2(plugin: str, node: Netns, pod: Netns, netns_factory: NetnsFactory,
+                                              tmp_path: Path) -> None:
+    """Thin mode pays ~140 ms importing pyroute2 per process; the mp-* delegates talk rtnetlink with the standard
+    library instead (issue 11): ADD, CHECK and DEL of the executables (and the mp-host-local they run) import
+    no pyroute2 module."""
+    if plugin == "macvlan":
+        netns_factory.veth_uplink(node, UPLINK)
+    conf = (main_conf(MP, plugin, ipam_conf(MP, "host-local", tmp_path)) if plugin != "loopback"
+            else {"cniVersion": "1.0.0", "name": "lo", "type": "mp-loopback"})
+    profile = {"PYTHONPROFILEIMPORTTIME": "1"}
+    result = cni(node, MP, plugin, "ADD", conf, netns=pod.path, extra_env=profile)
+    prev = result.result()
+    seen = {"ADD": _imported(result.stderr)}
+    for verb in ("CHECK", "DEL"):
+        reply = cni(node, MP, plugin, verb, with_prev(conf, prev), netns=pod.path, extra_env=profile)
+        reply.ok()
+        seen[verb] = _imported(reply.stderr)
+    for verb, modules in seen.items():
+        assert "metaplug.cni.rtnl" in modules, verb  # the profile was taken, and netlink was used
+        assert not {m for m in modules if m.split(".")[0] == "pyroute2"}, verb
+    if plugin != "loopback":
+        assert not pod.has_link("eth0")
+
+
+IN_PROCESS_PROBE = """
+import json, sys
+from metaplug_delegates._common import answer
+from metaplug_delegates import mp_bridge, mp_macvlan
+calls = json.load(sys.stdin)
+statuses = []
+for name, env, conf in calls:
+    module = {"mp-bridge": mp_bridge, "mp-macvlan": mp_macvlan}[name]
+    status, out, err = answer(name, module.HANDLERS, dict(env, CNI_COMMAND="ADD"), json.dumps(conf).encode())
+    statuses.append((name, "ADD", status, err))
+    conf = dict(conf, prevResult=json.loads(out))
+    for verb in ("CHECK", "DEL"):
+        status, out, err = answer(name, module.HANDLERS, dict(env, CNI_COMMAND=verb), json.dumps(conf).encode())
+        statuses.append((name, verb, status, err))
+print(json.dumps({"statuses": statuses, "pyroute2": sorted(m for m in sys.modules if m.split(".")[0] == "pyroute2"),
+                  "rtnl": "metaplug.cni.rtnl" in sys.modules}))
+"""
+
+
+def test_in_process_bridge_and_macvlan_never_import_pyroute2(node: Netns, pod: Netns, netns_factory: NetnsFactory,
+                                                             tmp_path: Path) -> None:
+    """What metaplug daemon does (metaplug.daemon.inprocess: the handlers called through `answer`): ADD, CHECK and
+    DEL of mp-bridge and mp-macvlan in one process leave no pyroute2 module in sys.modules."""
+    netns_factory.veth_uplink(node, UPLINK)
+    calls = []
+    for n, plugin in enumerate(("bridge", "macvlan")):
+        env = metaplug_env({"CNI_CONTAINERID": f"c{n}", "CNI_NETNS": pod.path, "CNI_IFNAME": f"eth{n}",
+                            "CNI_ARGS": "", "CNI_PATH": MP.cni_path})
+        calls.append((f"mp-{plugin}", env, main_conf(MP, plugin, ipam_conf(MP, "host-local", tmp_path / plugin))))
+    proc = node.exec([str(VENV_BIN / "python"), "-c", IN_PROCESS_PROBE], input=json.dumps(calls).encode())
+    report = json.loads(proc.stdout)
+    assert [(name, verb, status) for name, verb, status, _ in report["statuses"]] == [
+        (name, verb, 0) for name in ("mp-bridge", "mp-macvlan") for verb in ("ADD", "CHECK", "DEL")], report
+    assert report["rtnl"] and report["pyroute2"] == []
+    assert set(pod.links()) == {"lo"}

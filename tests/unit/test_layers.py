@@ -33,7 +33,7 @@ def test_cni_library_imports_nothing_of_metaplug_above_it(path: Path) -> None:
 
 
 LOWER = ["attach/annotations.py", "attach/resolve.py", "attach/plan.py", "merge.py", "journal.py", "netns.py",
-         "rtnl.py", "config.py", "k8s/client.py", "k8s/kubeconfig.py", "k8s/source.py"]
+         "config.py", "k8s/client.py", "k8s/kubeconfig.py", "k8s/source.py"]
 
 
 @pytest.mark.parametrize("name", LOWER)
