@@ -15,7 +15,8 @@ plugin. `--thin` adds thin mode (the metaplug executable per call) as a third si
 branch unpacked with `git archive`) as one more side: its daemon (metrics on 127.0.0.1:9092) and its shim, same pod.
 Everything runs from one driver inside the node namespace, which also runs the daemon (ended by its PID).
 Issue 11's targets: paced <= 1.10x (1.05x), back to back <= 1.10x, 10 at once <= 1.25x. Also printed: the daemon's
-RSS idle and after the bursts, and (from its /metrics) how much of its ADD/DEL time was spent in the delegates.
+RSS idle and after the bursts, (from its /metrics) how much of its ADD/DEL time was spent in the delegates, and each
+daemon's CPU time per pod over the loads (its own process, and with the delegate processes it exec'd and reaped).
 """
 
 from __future__ import annotations
@@ -154,6 +155,15 @@ def rss_mib(pid: int) -> float:
         return next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:")) / 1024
 
 
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """(own, own + reaped children's) CPU seconds of a process: utime+stime and cutime+cstime of /proc/PID/stat."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / tick
+    return own, own + (int(fields[13]) + int(fields[14])) / tick
+
+
 def time_split() -> dict[str, float]:
     """From the daemon's /metrics: seconds spent answering ADD/DEL calls, and inside the delegates they made."""
     import urllib.request
@@ -213,6 +223,8 @@ def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
         for side in sides:  # warm-up: bridge created, caches and the daemon's imports warm
             paced(plan, side, 999)
         rss_idle = rss_mib(daemon.proc.pid)
+        daemons = {"daemon": daemon, **({"before": before} if before is not None else {})}
+        cpu_start = {side: cpu_seconds(d.proc.pid) for side, d in daemons.items()}
         data: dict[str, Any] = {
             "paced": alternate(sides, plan["pairs"], lambda side, i: paced(plan, side, i)),
             "back to back": alternate(sides, plan["rounds"], lambda side, r: back_to_back(plan, side, r)),
@@ -220,6 +232,12 @@ def drive(plan: Mapping[str, Any]) -> dict[str, Any]:
         }
         data["rss_mib"] = {"idle": round(rss_idle, 1), "after": round(rss_mib(daemon.proc.pid), 1)}
         data["seconds"] = time_split()
+        pods = plan["pairs"] + plan["rounds"] * (BACK_TO_BACK + BURST)  # pods each side served in the loads
+        data["cpu_ms_per_pod"] = {}
+        for side, d in daemons.items():
+            (own0, all0), (own1, all1) = cpu_start[side], cpu_seconds(d.proc.pid)
+            data["cpu_ms_per_pod"][side] = {"own": round(1000 * (own1 - own0) / pods, 1),
+                                            "with_children": round(1000 * (all1 - all0) / pods, 1)}
         return data
     finally:
         daemon.stop()
@@ -258,7 +276,7 @@ def report(samples: Mapping[str, Any], opts: argparse.Namespace) -> dict[str, An
             "thin": opts.thin, "before": opts.before,
             "python": platform.python_version(), "kernel": platform.release(), "cpus": os.cpu_count(),
             "rows": rows, "targets": TARGETS, "ok": checks, "daemon_rss_mib": samples["rss_mib"],
-            "daemon_seconds": samples["seconds"]}
+            "daemon_seconds": samples["seconds"], "daemon_cpu_ms_per_pod": samples["cpu_ms_per_pod"]}
 
 
 def markdown(rep: Mapping[str, Any]) -> str:
@@ -283,6 +301,10 @@ def markdown(rep: Mapping[str, Any]) -> str:
     rss = rep["daemon_rss_mib"]
     lines += ["", f"- daemon RSS: {rss['idle']:.1f} MiB idle (after one warm-up pod), {rss['after']:.1f} MiB after "
                   "all the loads"]
+    for side, cpu in rep["daemon_cpu_ms_per_pod"].items():
+        who = "this" if side == "daemon" else "the before"
+        lines.append(f"- {who} daemon's CPU per pod ADD+DEL: {cpu['own']:.1f} ms in its own process, "
+                     f"{cpu['with_children']:.1f} ms with the delegates it exec'd")
     split = rep["daemon_seconds"]
     if split["calls"]:
         lines.append(f"- of the daemon's {split['calls']:.1f} s answering ADD/DEL, {split['delegates']:.1f} s "

@@ -1,4 +1,4 @@
-"""The bundled mp-* delegates served in-process by the daemon: no exec, pyroute2 imported once for the daemon's life.
+"""The bundled mp-* delegates served in-process by the daemon: no exec, no imports per call (their netlink is stdlib).
 
 Each is registered in cni.invoke's `in_process` table under its executable's name, so the core finds and calls it
 exactly as before (find_plugin still requires the executable in binDir/CNI_PATH) and decodes its answer like an
