@@ -58,6 +58,7 @@ RT_TABLE_UNSPEC, RT_TABLE_MAIN = 0, 254
 RTPROT_STATIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE = 4, 1, 0, 255
 NETNSA_NSID, NETNSA_FD = 1, 3
 IFF_UP = 0x1
+IFNAMSIZ = 16  # linux/if.h, with the terminating NUL
 AF_BRIDGE = 7
 MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
 MACVLAN_MODE_IDS = {name: mode for mode, name in MACVLAN_MODES.items()}
@@ -385,6 +386,8 @@ class Rtnl:
 
     def link(self, name: str | None = None, index: int = 0) -> Link | None:
         """The interface called `name` (or with ifindex `index`), None when there is none (ENODEV)."""
+        if name is not None and not 0 < len(name.encode()) < IFNAMSIZ:
+            return None  # no interface can have it (the kernel would refuse the attribute: EINVAL)
         body = ifinfomsg(index) + (attr_str(IFLA_IFNAME, name) if name is not None else b"")
         try:
             answer = self.request(RTM_GETLINK, body)

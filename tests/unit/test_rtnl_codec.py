@@ -194,6 +194,11 @@ def test_each_request_has_its_own_sequence_number_and_stale_answers_are_skipped(
     kernel.answer(ack(2, errno.ENODEV))
     assert kernel.client.link(index=77) is None  # ENODEV on a GET: no such link
     assert rtnl.IFINFOMSG.unpack_from(kernel.sent().body)[2] == 77
+    assert kernel.client.link("a" * 16) is None and kernel.client.link("") is None  # not asked: no such name can exist
+    kernel.answer(ack(3, errno.EPERM))
+    with pytest.raises(OSError) as refused:  # any other refusal is raised (the next request has seq 3)
+        kernel.client.link("eth1")
+    assert refused.value.errno == errno.EPERM
 
 
 def test_a_dump_spans_datagrams_until_nlmsg_done(kernel: Kernel) -> None:
