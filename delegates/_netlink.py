@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import ipaddress
-import secrets
+import os
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -69,7 +69,7 @@ def failed(op: str, exc: Exception) -> CniError:
 
 def random_name(prefix: str) -> str:
     """`prefix` + 8 hex digits (veth host ends, temporary names); <= 15 bytes for prefixes up to 7."""
-    return f"{prefix}{secrets.token_hex(4)}"
+    return f"{prefix}{os.urandom(4).hex()}"  # what secrets.token_hex does, without importing hashlib
 
 
 def find_link(ipr: Rtnl, name: str) -> Link | None:
