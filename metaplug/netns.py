@@ -21,7 +21,6 @@ if TYPE_CHECKING:
     from metaplug.cni import rtnl
 
 T = TypeVar("T")
-AF_INET, AF_INET6 = 2, 10  # socket's, without importing socket on the ADD path (issue 10.7)
 
 
 def run_in_netns(path: str, fn: Callable[[], T]) -> T:
@@ -120,7 +119,7 @@ def move_default_route(path: str, old_ifname: str | None, new_ifname: str, gatew
                 raise CniError(INVALID_ENVIRONMENT, "default-route interface is missing", new_ifname)
             old = client.link(old_ifname) if old_ifname is not None else None
             for gw in gws:
-                family = AF_INET6 if gw.version == 6 else AF_INET
+                family = rtnl.AF_INET6 if gw.version == 6 else rtnl.AF_INET
                 for route in _default_routes(client, family):
                     if old_ifname is None or route.oif in (new.ifindex, old.ifindex if old else None):
                         _delete(client, route)
@@ -170,7 +169,7 @@ def remove_default_routes(path: str, ifname: str, ipv6: Iterable[bool]) -> None:
     """Delete the default routes through `ifname` of these families (True: IPv6); absent ones are fine."""
     from metaplug.cni import rtnl
 
-    families = [AF_INET6 if v6 else AF_INET for v6 in set(ipv6)]
+    families = [rtnl.AF_INET6 if v6 else rtnl.AF_INET for v6 in set(ipv6)]
 
     def apply() -> None:
         with rtnl.Rtnl() as client:

@@ -2,8 +2,10 @@
 
 Why not pyroute2: importing it costs 110-140 ms per process, and each request runs an asyncio loop and builds
 message objects (~45 ms CPU and ~90,000 Python calls per pod ADD+DEL in the bundled delegates). What the delegates,
-CHECK and R13 need is a handful of fixed requests; this module packs them with `struct` and reads the answers into
-typed records.
+CHECK, doctor, R13 and thin ADD's name check (cni.linknames) need is a handful of fixed requests; this module packs
+them with `struct` and reads the answers into typed records. Importing it loads only the C `_socket` and `_struct`
+modules (no `socket`, `typing` or `ipaddress`, which the records' address fields load when first decoded): it is on
+thin mode's ADD path (issue 10.7).
 
 One `Rtnl` is one NETLINK_ROUTE socket, so one network namespace: the namespace of the thread that made the socket
 (`Rtnl()` in the current one; for another namespace make the socket in a thread inside it, metaplug.cni.ns.run_in,
@@ -27,14 +29,22 @@ Message layouts (all host byte order, attributes 4-byte aligned):
 
 from __future__ import annotations
 
-import ipaddress
+import _socket
 import os
-import socket
 import struct
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
 
+from metaplug.cni.runtime_typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    import ipaddress
+    from collections.abc import Iterable, Iterator
+
+    IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
+    IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+AF_UNSPEC, AF_INET, AF_BRIDGE, AF_INET6, AF_NETLINK = 0, 2, 7, 10, 16  # socket's (not imported: issue 10.7)
 NETLINK_ROUTE = 0
+TIMEOUT = 5.0  # seconds for one reply; the kernel answers at once, this only bounds a surprise
 NLMSG_ERROR, NLMSG_DONE = 2, 3
 NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ACK, NLM_F_DUMP_INTR = 0x1, 0x2, 0x4, 0x10
 NLM_F_DUMP = 0x300
@@ -59,7 +69,6 @@ RTPROT_STATIC, RTN_UNICAST, RT_SCOPE_UNIVERSE, RT_SCOPE_NOWHERE = 4, 1, 0, 255
 NETNSA_NSID, NETNSA_FD = 1, 3
 IFF_UP = 0x1
 IFNAMSIZ = 16  # linux/if.h, with the terminating NUL
-AF_BRIDGE = 7
 MACVLAN_MODES = {1: "private", 2: "vepa", 4: "bridge", 8: "passthru", 16: "source"}
 MACVLAN_MODE_IDS = {name: mode for mode, name in MACVLAN_MODES.items()}
 RECV_BUFFER = 65536  # the kernel sizes a dump's datagrams to the reader's buffer (netlink_dump), at most this
@@ -74,9 +83,6 @@ U32 = struct.Struct("=I")
 S32 = struct.Struct("=i")
 
 Attrs = dict[int, bytes]
-IPInterface = ipaddress.IPv4Interface | ipaddress.IPv6Interface
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-
 
 # --- encoding and decoding ----------------------------------------------------------------------------------------
 
@@ -247,21 +253,25 @@ def decode_link(body: bytes) -> Link:
 
 def decode_address(body: bytes) -> Address | None:
     """An RTM_NEWADDR body as an Address (None for families other than IPv4 and IPv6)."""
+    import ipaddress
+
     family, prefixlen, flags, scope, index = IFADDRMSG.unpack_from(body)
     attrs = parse_attrs(body, IFADDRMSG.size)
     raw = attrs.get(IFA_LOCAL) or attrs.get(IFA_ADDRESS)
-    if raw is None or family not in (socket.AF_INET, socket.AF_INET6):
+    if raw is None or family not in (AF_INET, AF_INET6):
         return None
     return Address(index, ipaddress.ip_interface((ipaddress.ip_address(raw), prefixlen)), flags, scope)
 
 
 def decode_route(body: bytes) -> Route | None:
     """An RTM_NEWROUTE body as a Route (None for families other than IPv4 and IPv6)."""
+    import ipaddress
+
     family, dst_len, _src_len, _tos, table, protocol, scope, rtype, _flags = RTMSG.unpack_from(body)
-    if family not in (socket.AF_INET, socket.AF_INET6):
+    if family not in (AF_INET, AF_INET6):
         return None
     attrs = parse_attrs(body, RTMSG.size)
-    raw_dst = attrs.get(RTA_DST) or bytes(4 if family == socket.AF_INET else 16)
+    raw_dst = attrs.get(RTA_DST) or bytes(4 if family == AF_INET else 16)
     gateway = attrs.get(RTA_GATEWAY)
     return Route(dst=ipaddress.ip_network((ipaddress.ip_address(raw_dst), dst_len), strict=False),
                  gateway=str(ipaddress.ip_address(gateway)) if gateway else None,
@@ -271,7 +281,7 @@ def decode_route(body: bytes) -> Route | None:
                  scope=scope, protocol=protocol, type=rtype)
 
 
-def ifinfomsg(index: int = 0, flags: int = 0, change: int = 0, family: int = socket.AF_UNSPEC) -> bytes:
+def ifinfomsg(index: int = 0, flags: int = 0, change: int = 0, family: int = AF_UNSPEC) -> bytes:
     return IFINFOMSG.pack(family, 0, index, flags, change)
 
 
@@ -279,7 +289,9 @@ def route_body(spec: RouteSpec, *, delete: bool = False) -> bytes:
     """rtmsg + attributes of a route to add (table main, proto static, type unicast and scope universe unless the
     spec says otherwise, what pyroute2 sent) or to delete (any protocol, type and scope: RT_SCOPE_NOWHERE, as
     `ip route del` asks, so that a route someone else added matches too)."""
-    family = socket.AF_INET if spec.dst.version == 4 else socket.AF_INET6
+    import ipaddress
+
+    family = AF_INET if spec.dst.version == 4 else AF_INET6
     table = RT_TABLE_MAIN if spec.table is None else spec.table
     protocol, rtype = (0, 0) if delete else (RTPROT_STATIC, RTN_UNICAST)
     scope = spec.scope if spec.scope is not None else RT_SCOPE_NOWHERE if delete else RT_SCOPE_UNIVERSE
@@ -307,14 +319,17 @@ def route_body(spec: RouteSpec, *, delete: bool = False) -> bytes:
 class Rtnl:
     """One NETLINK_ROUTE socket (the namespace it was made in) and the requests the delegates, CHECK and R13 make."""
 
-    def __init__(self, sock: socket.socket | None = None) -> None:
-        self.sock = sock if sock is not None else socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, NETLINK_ROUTE)
-        if self.sock.family == socket.AF_NETLINK:  # (a test hands over one end of a socketpair instead)
-            try:
+    def __init__(self, sock: _socket.socket | None = None) -> None:
+        """A new socket in the current thread's namespace, or `sock` (made elsewhere, e.g. inside another one)."""
+        self.sock = sock if sock is not None else _socket.socket(AF_NETLINK, _socket.SOCK_RAW | _socket.SOCK_CLOEXEC,
+                                                                 NETLINK_ROUTE)
+        try:
+            self.sock.settimeout(TIMEOUT)
+            if self.sock.family == AF_NETLINK:  # (a test hands over one end of a socketpair instead)
                 self.sock.bind((0, 0))  # the kernel picks the port id
-            except OSError:
-                self.sock.close()
-                raise
+        except OSError:
+            self.sock.close()
+            raise
         self._seq = 0
 
     def close(self) -> None:
@@ -455,7 +470,7 @@ class Rtnl:
 
     # --- addresses
 
-    def addresses(self, index: int | None = None, family: int = socket.AF_UNSPEC) -> list[Address]:
+    def addresses(self, index: int | None = None, family: int = AF_UNSPEC) -> list[Address]:
         """The IPv4 and IPv6 addresses of the namespace (of ifindex `index` when given)."""
         found = [decode_address(m.body) for m in self.dump(RTM_GETADDR, IFADDRMSG.pack(family, 0, 0, 0, 0))
                  if m.kind == RTM_NEWADDR]
@@ -465,7 +480,7 @@ class Rtnl:
         """Add `interface` (address/prefix) to ifindex `index`: IFA_LOCAL + IFA_ADDRESS for IPv4, IFA_ADDRESS with
         IFA_F_NODAD for IPv6 (usable at once, no duplicate address detection wait, as the reference plugins do)."""
         v6 = interface.version == 6
-        head = IFADDRMSG.pack(socket.AF_INET6 if v6 else socket.AF_INET, interface.network.prefixlen,
+        head = IFADDRMSG.pack(AF_INET6 if v6 else AF_INET, interface.network.prefixlen,
                               IFA_F_NODAD if v6 else 0, 0, index)
         packed = interface.ip.packed
         body = head + (attr(IFA_ADDRESS, packed) if v6 else attr(IFA_LOCAL, packed) + attr(IFA_ADDRESS, packed))
@@ -474,7 +489,7 @@ class Rtnl:
     # --- routes
 
     def routes(self, family: int, table: int | None = RT_TABLE_MAIN) -> list[Route]:
-        """The routes of one family (socket.AF_INET / AF_INET6) in `table` (every table: None)."""
+        """The routes of one family (AF_INET / AF_INET6) in `table` (every table: None)."""
         found = [decode_route(m.body) for m in self.dump(RTM_GETROUTE, RTMSG.pack(family, 0, 0, 0, 0, 0, 0, 0, 0))
                  if m.kind == RTM_NEWROUTE]
         return [r for r in found if r is not None and table in (None, r.table)]
@@ -490,7 +505,7 @@ class Rtnl:
     def netnsid(self, netns_fd: int) -> int | None:
         """The id this namespace knows the namespace `netns_fd` by (what a veth's IFLA_LINK_NETNSID holds), or None
         when it has none."""
-        body = RTGENMSG.pack(socket.AF_UNSPEC) + attr_u32(NETNSA_FD, netns_fd)
+        body = RTGENMSG.pack(AF_UNSPEC) + attr_u32(NETNSA_FD, netns_fd)
         for msg in self.request(RTM_GETNSID, body):
             if msg.kind == RTM_NEWNSID:
                 raw = parse_attrs(msg.body, RTGENMSG.size).get(NETNSA_NSID)
