@@ -3,17 +3,22 @@
 Layout: `<stateDir>/<containerID>/<meta network>-<ifname>.json` (one journal per metaplug attachment: a container may be
 attached by several meta networks or ifnames), its previous version `<...>.json.prev` and the lock file `<...>.lock`.
 A journal file is `{"checksum": sha256(body), "body": {...}}`, written atomically (temp file `.<...>.json.tmp.<pid>`,
-fsync, rename, fsync dir: `cni.files.atomic_write`).
+fsync, rename, fsync dir: `cni.files.atomic_write`; the first record of a container: rename, then the fsyncs,
+`cni.files.create`).
 
 Durability: every write is atomic, so a crash leaves the old or the new version, never a mix. A durable write (the
 default) also syncs the data before the rename and the directory after it (~4 ms on a busy disk), and stateDir, whose
 entry for the new container directory would otherwise be lost to a power cut with the record inside it. An ADD makes
-only its first record durable, written before the first delegate runs and listing every planned attachment
-(runner.Recorder); its later records (a result, the next attachment "adding", the merged result) are not synced at
-all: a power cut may lose them or leave them empty, so none of them ever becomes `.prev` while that durable record is
-the one to fall back to, and DEL from it alone deletes every attachment (DEL of what is absent or half-made succeeds,
-cni.md 11; tests/integration/test_crash_points.py cuts the power at every delegate start). A process crash (SIGKILL,
-OOM) loses nothing: the renamed file is in the page cache.
+only its first record durable, listing every planned attachment, before the first delegate is given its
+configuration (runner.Recorder: written and synced while that delegate starts up, `create`); its later records (a
+result, the next attachment "adding", the merged result) are not synced at all: a power cut may lose them or leave
+them empty, so none of them ever becomes `.prev` while that durable record is the one to fall back to, and DEL from
+it alone deletes every attachment (DEL of what is absent or half-made succeeds, cni.md 11;
+tests/integration/test_crash_points.py cuts the power at every delegate start and before each fsync). That first
+record is renamed into place before its fsyncs (there is no version to lose yet; data, directory and stateDir then
+share one journal commit): a power cut before they are done, when no delegate has its configuration, may leave it
+empty, and DEL then sets it aside and deletes what the configuration gives the container, which is nothing made. A
+process crash (SIGKILL, OOM) loses nothing: the renamed file is in the page cache.
 
 The body (`JournalRecord`, below, with every on-disk key explained) keeps, per attachment (`AttachmentRecord`), the
 exact delegate conflist, its ifname, capability args, its state ("adding" before the delegate ADD, "added" after) and
@@ -247,16 +252,56 @@ def write(key: JournalKey, body: JournalRecord, *, durable: bool = True, keep_pr
     lost or damaged file never loses the pod's networks; every record lists every planned attachment). `durable`:
     the new record survives a power loss; else nothing is synced, and with `keep_previous` False `.prev` stays as it
     is (the durable record to fall back to, see the module's docstring)."""
-    body["version"] = JOURNAL_VERSION
-    doc = {"checksum": checksum(body), "body": body}
+    if durable and not exists(key):
+        create(key, body).complete()
+        return
+    data = _encode(body)
     try:
         files.make_dirs(key.container_dir)
-        files.atomic_write(key.path, jsontext.dumps(doc, separators=(",", ":")).encode(), durable=durable,
-                           previous=key.previous_path if keep_previous else None)
+        files.atomic_write(key.path, data, durable=durable, previous=key.previous_path if keep_previous else None)
         if durable:
             files.fsync_dir(key.state_dir)  # the container directory's own entry (made by `locked`) survives too
     except OSError as exc:
         raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
+
+
+class PendingRecord:
+    """An ADD's first record in place, its fsyncs (data, container directory, stateDir) still owed (`create`)."""
+
+    __slots__ = ("key", "pending")
+
+    def __init__(self, key: JournalKey, pending: files.PendingSync) -> None:
+        self.key = key
+        self.pending = pending
+
+    def complete(self) -> None:
+        """Make the record durable (once). CniError code 5 when a sync fails."""
+        try:
+            self.pending.complete()
+        except OSError as exc:
+            raise CniError(IO_FAILURE, "cannot write journal", f"{self.key.path}: sync: {exc}") from None
+
+    def abandon(self) -> None:
+        self.pending.abandon()
+
+
+def create(key: JournalKey, body: JournalRecord) -> PendingRecord:
+    """The first record of a journal that does not exist yet (an ADD's, under the lock that removed any earlier
+    one), put in place and not yet durable: `complete()` syncs it; until then (no delegate may have its
+    configuration) a power cut may leave it empty. Renamed first and synced after (files.create): the file, its
+    directory and stateDir, whose entry for the container directory made by `locked` must survive too, share one
+    journal commit."""
+    data = _encode(body)
+    try:
+        files.make_dirs(key.container_dir)
+        return PendingRecord(key, files.create(key.path, data, also_sync=(key.state_dir,)))
+    except OSError as exc:
+        raise CniError(IO_FAILURE, "cannot write journal", f"{key.path}: {exc}") from None
+
+
+def _encode(body: JournalRecord) -> bytes:
+    body["version"] = JOURNAL_VERSION
+    return jsontext.dumps({"checksum": checksum(body), "body": body}, separators=(",", ":")).encode()
 
 
 def exists(key: JournalKey) -> bool:

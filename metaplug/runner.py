@@ -2,12 +2,15 @@
 
 The cluster network always runs first (R24). The secondary attachments run one after another (R28), or concurrently
 with `parallel: true` (BEYOND R28); either way the results come back in plan order, so the output is identical.
-Before its delegate ADD an attachment is journaled as "adding", so a crash at any point leaves a journal that DEL can
-act on; the first of these records is also durable against a power loss, and it already lists every planned
+Before its delegate ADD gets its configuration (once the delegate's process has started: invoke.exec_plugin's
+`before_input`), an attachment is journaled as "adding", so a crash at any point leaves a journal that DEL can act
+on; the first of these records is also durable against a power loss by then, and it already lists every planned
 attachment; the later ones are not synced (Recorder, journal.py: Durability). An attachment's result ("added") joins
-the next write: the next attachment's "adding" or the caller's final record (or the rollback's). No delegate runs in
-between, so this saves a write per attachment without widening what a crash can leak: an attachment recorded as
-"adding" is deleted by DEL like an "added" one (DEL of what is absent or half-made succeeds, cni.md 11).
+the next write: the next attachment's "adding" or the caller's final record (or the rollback's). No delegate acts in
+between (the next one has started, without its configuration), so this saves a write per attachment without widening
+what a crash can leak: an attachment recorded as "adding" is deleted by DEL like an "added" one (DEL of what is absent
+or half-made succeeds, cni.md 11); one whose delegate never got its configuration stays "planned" (a rollback skips
+it, a DEL from the record deletes it, which succeeds).
 """
 
 from __future__ import annotations
@@ -28,23 +31,53 @@ MERGE_VERSION = "1.1.0"
 class Recorder:
     """The journal records of one ADD (or hot-plug attach) of `body`, and which of them pay for durability.
 
-    The first is durable (data, directory and stateDir synced before the first delegate runs) and lists every planned
-    attachment. The later ones are not synced at all, which saves ~3 fsyncs per ADD: a power cut may lose them or
-    leave them empty, so the first later one links the durable record as `.prev` and the next ones leave it there;
-    DEL from that record alone deletes every attachment (journal.py: Durability)."""
+    Each attachment's "adding" record is written once its first delegate has started and before that delegate is
+    given its configuration (invoke.exec_plugin's `before_input`): a delegate without its configuration cannot have
+    made anything, and a Go plugin spends ~2 ms starting before it reads it, during which the record is written.
+    The first record lists every planned attachment and is durable: put in place, then synced (data, directory and
+    stateDir) in that same gap, so its fsyncs no longer add to the ADD. The later records are not synced at all,
+    which saves ~3 fsyncs per ADD: a power cut may lose them or leave them empty, so the first later one links the
+    durable record as `.prev` and the next ones leave it there; DEL from that record alone deletes every attachment
+    (journal.py: Durability)."""
 
     def __init__(self, key: journal.JournalKey, body: JournalRecord) -> None:
         self.key = key
         self.body = body
         self.on_disk: bool | None = None  # None: nothing written yet; True: the journal is a durable record
+        self.pending: journal.PendingRecord | None = None  # the first record, in place, its fsyncs still owed
 
     def write(self) -> None:
         if self.on_disk is None:
-            journal.write(self.key, self.body)
+            if journal.exists(self.key):  # hot-plug: the container's record is there, replaced durably at once
+                journal.write(self.key, self.body)
+            else:
+                self.pending = journal.create(self.key, self.body)
             self.on_disk = True
             return
+        self.sync()  # never link a record as `.prev` before it is durable
         journal.write(self.key, self.body, durable=False, keep_previous=self.on_disk)
         self.on_disk = False
+
+    def sync(self) -> None:
+        """Make the first record durable, when that is still owed (once)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.complete()
+
+    def drop_pending(self) -> None:
+        """No delegate got its configuration (its ADD failed before): the first record need not be synced; its fd
+        is closed (the rollback rewrites or removes the record)."""
+        pending, self.pending = self.pending, None
+        if pending is not None:
+            pending.abandon()
+
+
+class _NotDurable(Exception):
+    """The first record could not be synced: the delegate waiting for its configuration was killed (not its fault)."""
+
+    def __init__(self, error: CniError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 class _Runner:
@@ -68,11 +101,20 @@ class _Runner:
         from metaplug.cni.convert import convert_result
 
         attachment = self.body["attachments"][index]
-        self._record(attachment, "adding", write=True)  # on disk before the delegate runs
+
+        def journaled() -> None:  # its first delegate has started and has not been given its configuration
+            try:
+                self._record(attachment, "adding", write=True)
+                self.recorder.sync()
+            except CniError as err:
+                raise _NotDurable(err) from None
+
         try:
             result = add_network_list(attachment["conflist"].encode(),
                                       journal.runtime_conf(self.body, attachment, self.body["netns"]),
-                                      self.body["paths"], timeout=self.body.get("timeout"))
+                                      self.body["paths"], timeout=self.body.get("timeout"), before_input=journaled)
+        except _NotDurable as failed:
+            raise failed.error from None  # the journal's error (code 5), not the delegate's
         except CniError as err:
             # R27 and issue 10.5: the error names the attachment, its network (the NAD) and the plugin that failed;
             # the code stays the delegate's.
@@ -92,7 +134,10 @@ def run_attachments(recorder: Recorder, *, parallel: bool = False, start: int = 
     goes through the same `recorder`."""
     runner = _Runner(recorder)
     count = len(recorder.body["attachments"])
-    results = [runner.run_one(start)]
+    try:
+        results = [runner.run_one(start)]
+    finally:
+        recorder.drop_pending()  # synced by the first delegate's start, unless that never came
     if not parallel or count - start <= 2:
         results.extend(runner.run_one(i) for i in range(start + 1, count))
         return results

@@ -34,7 +34,7 @@ from metaplug.cni.runtime import RuntimeConf as RuntimeConf  # re-exported: call
 from metaplug.cni.runtime_typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping, Sequence
+    from collections.abc import Callable, Mapping, Sequence
     from typing import Any
 
 log = LazyLogger("metaplug.cni.chain")
@@ -128,6 +128,7 @@ def add_network_list(
     rollback_on_error: bool = False,
     base_env: Mapping[str, str] | None = None,
     prev_result: dict[str, Any] | None = None,
+    before_input: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """ADD every plugin in order, each getting the previous result as prevResult; stop at the first error (duty 19).
 
@@ -136,6 +137,8 @@ def add_network_list(
     the caller must then DEL the attachment, unless `rollback_on_error` is set, in which case DEL runs here (with the
     last successful result as prevResult) before the error is re-raised. `prev_result` is the first plugin's
     prevResult: running the tail of a list again on a made attachment (a bandwidth change in place).
+    `before_input`: run by the first plugin's call once its process has started, before its stdin
+    (invoke.exec_plugin).
     """
     conf = load_conflist(conflist)
     validate_container_id(rt.container_id)
@@ -144,7 +147,8 @@ def add_network_list(
     prev: dict[str, Any] | None = _in_version(prev_result, version) if prev_result is not None else None
     try:
         for plugin in conf["plugins"]:
-            result = _call(conf, plugin, "ADD", rt, prev, paths, timeout, base_env)
+            result = _call(conf, plugin, "ADD", rt, prev, paths, timeout, base_env, before_input=before_input)
+            before_input = None
             if result is None:
                 raise CniError(DELEGATE_FAILED, f"{plugin['type']} returned no result on ADD",
                                "a plugin must print its result on ADD")
@@ -308,6 +312,7 @@ def _call(
     base_env: Mapping[str, str] | None,
     *,
     extra: dict[str, Any] | None = None,
+    before_input: Callable[[], None] | None = None,
 ) -> dict[str, Any] | None:
     try:
         path = find_plugin(plugin["type"], paths)
@@ -317,7 +322,8 @@ def _call(
         env = build_env(command, container_id=rt.container_id, netns=rt.netns, ifname=rt.ifname,
                         args=rt.cni_args(), paths=paths, base=base_env)
         log.debug("%s %s (conflist %s, ifname %s)", command, plugin["type"], conf["name"], rt.ifname)
-        return exec_plugin(path, jsontext.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout)
+        return exec_plugin(path, jsontext.dumps(body, separators=(",", ":")).encode(), env, timeout=timeout,
+                           before_input=before_input)
     except CniError as err:
         if err.plugin is None:
             err.plugin = plugin["type"]  # callers can name the delegate that failed

@@ -8,7 +8,9 @@ Writing: metaplug and the bundled delegates keep state that root acts on later (
 configs recorded in the journal), so every directory they create is DIR_MODE (0700) and every file FILE_MODE (0600),
 set with chmod after creation: the runtime's umask (000, 022, 077) never decides. `atomic_write` writes a hidden temp
 file `.<name>.tmp.<pid>` next to the target, fsyncs it, renames it over the target, fsyncs the directory, and removes
-the temp file when any step fails.
+the temp file when any step fails. `create` puts a file that does not exist yet in place and leaves its fsyncs to
+the caller (`PendingSync`, `create_durably` does both): the rename first (no version is replaced, so none can be
+lost), then one fsync of the file and of each directory, which on a journaling filesystem all land in one commit.
 
 Trust: `untrusted` says why an existing file or directory must not be trusted with root's actions.
 """
@@ -98,15 +100,10 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool
     leaving the previous version (for a caller whose previous version is safe to fall back to). With `previous`, the
     version being replaced stays there (`keep_previous`)."""
     directory = os.path.dirname(path) or "."
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.tmp.{os.getpid()}")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # left by a crashed process that had our pid
-    fd = open_private(tmp, os.O_WRONLY | os.O_EXCL, mode)
+    tmp = _temp_path(path)
+    fd = _write_temp(tmp, data, mode)
     try:
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
             if durable:
                 os.fsync(fd)
         finally:
@@ -120,6 +117,81 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool
         raise
     if durable and sync_dir:
         fsync_dir(directory)
+
+
+def create_durably(path: str, data: bytes, mode: int = FILE_MODE, *, also_sync: tuple[str, ...] = ()) -> None:
+    """Create `path`, which must not exist yet (the caller holds the lock that makes sure), with `data`, and make it
+    survive a power cut: `create`, then its `PendingSync.complete()` at once."""
+    create(path, data, mode, also_sync=also_sync).complete()
+
+
+def create(path: str, data: bytes, mode: int = FILE_MODE, *, also_sync: tuple[str, ...] = ()) -> PendingSync:
+    """Put a new file at `path`, which must not exist yet (the caller holds the lock that makes sure), holding
+    `data`: temp file, rename. The returned PendingSync makes it durable: fsync of the file, of its directory and of
+    every `also_sync` directory (a parent whose entry for a new directory must survive too). Renaming before the
+    data is synced replaces nothing, so no version can be lost: until the fsyncs are done a power cut may leave the
+    file empty (there was none before), after them it is whole. The fsyncs then share one journal commit on ext4 and
+    XFS instead of two (a rename after a data fsync needs a commit of its own): ~0.3-1 ms per call on this project's
+    disk. A crash (SIGKILL) leaves the temp file or the whole new file."""
+    tmp = _temp_path(path)
+    fd = _write_temp(tmp, data, mode)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return PendingSync(fd, (os.path.dirname(path) or ".", *also_sync))
+
+
+class PendingSync:
+    """The fsyncs still owed to a file `create` put in place (its fd stays open until then)."""
+
+    __slots__ = ("_dirs", "_fd")
+
+    def __init__(self, fd: int, dirs: tuple[str, ...]) -> None:
+        self._fd = fd
+        self._dirs = dirs
+
+    def complete(self) -> None:
+        """fsync the file, then each directory; once (later calls do nothing). OSError when one fails."""
+        fd, self._fd = self._fd, -1
+        if fd < 0:
+            return
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for directory in self._dirs:
+            fsync_dir(directory)
+
+    def abandon(self) -> None:
+        """Close the file without syncing it (the caller replaces or removes it)."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+def _temp_path(path: str) -> str:
+    return os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp.{os.getpid()}")
+
+
+def _write_temp(tmp: str, data: bytes, mode: int) -> int:
+    """A new temp file at `tmp` holding `data`; its fd, open (the file is removed again when writing fails)."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)  # left by a crashed process that had our pid
+    fd = open_private(tmp, os.O_WRONLY | os.O_EXCL, mode)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    except BaseException:
+        os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return fd
 
 
 def keep_previous(path: str, previous: str) -> None:

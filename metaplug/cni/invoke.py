@@ -118,6 +118,7 @@ def exec_plugin(
     env: Mapping[str, str],
     *,
     timeout: float | None = None,
+    before_input: Callable[[], None] | None = None,
 ) -> dict[str, Any] | None:
     """Run one delegate and decode its answer (duty 24).
 
@@ -125,13 +126,19 @@ def exec_plugin(
     empty). Non-zero exit: a CniError built from its JSON error on stdout, else from its stderr and exit status (101).
     Timeout: the whole process group is killed and DELEGATE_TIMEOUT (100) raised. A result without cniVersion is
     returned as is; the caller fills it in (duty 25).
+
+    `before_input` runs once the delegate's process has started and before it is given its stdin, while the
+    delegate starts up (a Go plugin spends ~2 ms before it reads its configuration): what the caller must have
+    finished before any delegate can act (metaplug: the first journal record's fsyncs). When it raises, the delegate,
+    which never got its configuration, is killed and reaped, and the exception propagates. The timeout counts from
+    its end.
     """
     if not call_observers:
-        return _exec(plugin_path, stdin, env, timeout)
+        return _exec(plugin_path, stdin, env, timeout, before_input)
     started = time.monotonic()
     failure: CniError | None = None
     try:
-        return _exec(plugin_path, stdin, env, timeout)
+        return _exec(plugin_path, stdin, env, timeout, before_input)
     except CniError as err:
         failure = err
         raise
@@ -141,11 +148,14 @@ def exec_plugin(
             observe(os.path.basename(plugin_path), env.get("CNI_COMMAND", "?"), seconds, failure)
 
 
-def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None) -> dict[str, Any] | None:
+def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float | None,
+          before_input: Callable[[], None] | None) -> dict[str, Any] | None:
     name = os.path.basename(plugin_path)
     command = env.get("CNI_COMMAND", "?")
     served = in_process.get(name)
     if served is not None:
+        if before_input is not None:
+            before_input()  # nothing started yet: nothing to overlap with
         status, text, err_text = _serve(served, name, command, stdin, env, timeout)
         out, err = text.encode(), err_text.encode()
         if err:
@@ -154,6 +164,12 @@ def _exec(plugin_path: str, stdin: bytes, env: Mapping[str, str], timeout: float
             return _decode_success(name, command, out)
         raise _failure(name, command, status, out, err)
     child = _spawn(plugin_path, env)
+    if before_input is not None:
+        try:
+            before_input()
+        except BaseException:
+            child.abandon()
+            raise
     try:
         status, out, err = child.communicate(stdin, timeout)
     except spawn.Timeout:

@@ -52,6 +52,10 @@ class Child:
         self.pid, to_child, from_out, from_err = _start(path, env)
         self.streams = _Streams(to_child, from_out, from_err)
 
+    def abandon(self) -> None:
+        """Kill the child's process group before it got anything on stdin, and reap it (instead of communicate)."""
+        _kill_and_reap(self.pid, self.streams)
+
     def communicate(self, stdin: bytes, timeout: float | None) -> Finished:
         deadline = None if timeout is None else time.monotonic() + timeout
         streams = self.streams

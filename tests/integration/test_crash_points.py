@@ -106,11 +106,12 @@ def test_sigkill_at_every_step_of_a_del_then_the_next_del_leaves_nothing(world: 
         _kill_then_del(world, "DEL", conf, pod, cid, step)
 
 
-def _power_cut(world: MetaplugWorld, cid: str, steps: list[dict[str, Any]]) -> list[str]:
+def _power_cut(world: MetaplugWorld, cid: str, steps: list[dict[str, Any]], killed_at: int) -> list[str]:
     """What a power cut leaves of the container's journal files: a file whose data was never fsynced is emptied (a
     rename survives a cut only after its directory's fsync; a journaling filesystem keeps renames in order, so the
-    names left point at a prefix of the records). Returns the emptied names."""
-    synced = {s["ino"] for s in steps if s["op"] == "fsync"}
+    names left point at a prefix of the records). `killed_at`: the step the process died right before (0: none), an
+    fsync that therefore never ran. Returns the emptied names."""
+    synced = {s["ino"] for s in steps if s["op"] == "fsync" and s["step"] != killed_at}
     cdir = Path(f"{world.view_root}{world.state_dir}") / cid
     emptied = []
     for path in sorted(cdir.iterdir()) if cdir.exists() else []:
@@ -126,11 +127,28 @@ def test_a_power_cut_at_every_delegate_start_or_after_the_add_then_del_leaves_no
     the first alone (every attachment "planned", no results) must still remove everything. The interfaces are left
     in the pod's namespace here (a real power cut would take them along), and DEL's configuration no longer names the
     secondary networks (nothing to recompute them from): a stricter test. What DEL moves aside
-    (`*.corrupt.<time>`, for the operator) is all that may stay in stateDir."""
+    (`*.corrupt.<time>`, for the operator) is all that may stay in stateDir. Each attachment's record is written
+    once its first delegate has started and before that delegate is given its configuration (runner.Recorder); the
+    first record is renamed into place before its fsyncs (files.create): so the power is also cut right before each
+    of those fsyncs, when the record may be empty and the started delegate, killed with metaplug, never got its
+    stdin."""
     conf = three_attachments(world)
     steps = _count_steps(world, conf, pod, "ADD")
-    cuts = [s["step"] for s in steps if s["op"] == "spawn"] + [0]  # 0: after the whole ADD
-    assert sum(1 for s in steps if s["op"] == "fsync") == 3, steps  # one durable record, before the first delegate
+    syncs = [s["step"] for s in steps if s["op"] == "fsync"]
+    assert len(syncs) == 3, steps  # one durable record
+    first_spawn = next(s["step"] for s in steps if s["op"] == "spawn")
+    # the first delegate starts, the record is written and renamed into place (the power cut at syncs[0] empties
+    # it), the three fsyncs, and only then the delegate's stdin (its configuration)
+    ops = [s["op"] for s in steps]  # steps count from 1
+    assert ops[first_spawn - 1:first_spawn + 8] == ["spawn", "unlink", "open", "write", "replace", "fsync", "fsync",
+                                                    "fsync", "write"], steps
+    assert "fsync" not in ops[:first_spawn - 1], steps
+    spawns = [s["step"] for s in steps if s["op"] == "spawn"]
+    cuts = [*spawns, 0, *syncs]  # 0: after the whole ADD
+    # the journal file a cut empties (its data never synced): none yet at the first spawn, the durable first record
+    # at the second, an unsynced later one at the third and after the ADD, the first record before its data fsync
+    empties = {spawns[0]: False, spawns[1]: False, spawns[2]: True, 0: True, syncs[0]: True, syncs[1]: False,
+               syncs[2]: False}
     for n in cuts:
         cid = f"cut{n}"
         log = world.tmp / f"cut-{n}.jsonl"
@@ -139,8 +157,12 @@ def test_a_power_cut_at_every_delegate_start_or_after_the_add_then_del_leaves_no
         seen = _steps(log)
         assert added.code == (0 if n == 0 else -9) or (n and added.code == 137), (n, added)
         _wait_for_orphans(seen[-1]["spawned"])
-        emptied = _power_cut(world, cid, seen)
-        assert "mp-eth0.json" in emptied or n == cuts[0], (n, emptied)  # later records were never synced
+        emptied = _power_cut(world, cid, seen, n)
+        assert ("mp-eth0.json" in emptied) == empties[n], (n, emptied)
+        if n == spawns[0]:  # killed as the first delegate started: no record yet, and that delegate did nothing
+            assert emptied == [], (n, emptied)
+        if n in syncs:
+            assert len(seen[-1]["spawned"]) == 1, (n, seen)  # started, waiting for a configuration it never got
         # without the pod's annotation (a reboot's DEL need not carry it): only the journal knows red and blue
         delete = world.call("DEL", {k: v for k, v in conf.items() if k != "runtimeConfig"}, pod=pod, container_id=cid)
         where = f"power cut {'after the ADD' if n == 0 else f'at step {n}'} (emptied {emptied})"

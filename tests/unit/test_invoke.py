@@ -214,6 +214,34 @@ def test_timeout_kills_the_whole_process_group(bin_dir: Path, tmp_path: Path) ->
     assert not pid_alive(call["child_pid"]), "the delegate's child survived: the group was not killed"
 
 
+def _children() -> list[str]:
+    return Path(f"/proc/{os.getpid()}/task/{threading.get_native_id()}/children").read_text().split()
+
+
+def test_before_input_runs_once_the_delegate_started_and_before_its_stdin(bin_dir: Path, tmp_path: Path) -> None:
+    """metaplug syncs the first journal record here, while the delegate starts up (runner.Recorder)."""
+    path = install(bin_dir, "fake")
+    log = tmp_path / "log"
+    seen: list[tuple[int, bool]] = []
+    result = invoke.exec_plugin(path, stdin_for(log, result={"ips": [], "cniVersion": "1.0.0"}), env_for(),
+                                before_input=lambda: seen.append((len(_children()), log.exists())))
+    assert seen == [(1, False)]  # started, and not called yet: it has no configuration
+    assert result == {"ips": [], "cniVersion": "1.0.0"} and len(read_log(log)) == 1
+
+
+def test_a_failing_before_input_kills_the_delegate_that_never_got_its_stdin(bin_dir: Path, tmp_path: Path) -> None:
+    path = install(bin_dir, "fake")
+    log = tmp_path / "log"
+
+    def fail() -> None:
+        raise CniError(5, "cannot write journal", "sync: EIO")
+
+    with pytest.raises(CniError) as exc:
+        invoke.exec_plugin(path, stdin_for(log), env_for(), before_input=fail)
+    assert exc.value.msg == "cannot write journal"
+    assert not log.exists() and _children() == []  # it did nothing and was reaped
+
+
 def test_duty24_retries_exec_on_text_file_busy(bin_dir: Path, tmp_path: Path) -> None:
     path = install(bin_dir, "fake")
     fd = os.open(path, os.O_WRONLY)  # an open writer makes exec fail with ETXTBSY
