@@ -73,7 +73,8 @@ class Recorder:
 
 
 class _NotDurable(Exception):
-    """The first record could not be synced: the delegate waiting for its configuration was killed (not its fault)."""
+    """An attachment's record could not be written (or the first one synced): the delegate waiting for its
+    configuration was killed, and the error is the journal's, not that delegate's."""
 
     def __init__(self, error: CniError) -> None:
         super().__init__(str(error))

@@ -9,7 +9,7 @@ configs recorded in the journal), so every directory they create is DIR_MODE (07
 set with chmod after creation: the runtime's umask (000, 022, 077) never decides. `atomic_write` writes a hidden temp
 file `.<name>.tmp.<pid>` next to the target, fsyncs it, renames it over the target, fsyncs the directory, and removes
 the temp file when any step fails. `create` puts a file that does not exist yet in place and leaves its fsyncs to
-the caller (`PendingSync`, `create_durably` does both): the rename first (no version is replaced, so none can be
+the caller (`PendingSync`): the rename first (no version is replaced, so none can be
 lost), then one fsync of the file and of each directory, which on a journaling filesystem all land in one commit.
 
 Trust: `untrusted` says why an existing file or directory must not be trusted with root's actions.
@@ -117,12 +117,6 @@ def atomic_write(path: str, data: bytes, mode: int = FILE_MODE, *, durable: bool
         raise
     if durable and sync_dir:
         fsync_dir(directory)
-
-
-def create_durably(path: str, data: bytes, mode: int = FILE_MODE, *, also_sync: tuple[str, ...] = ()) -> None:
-    """Create `path`, which must not exist yet (the caller holds the lock that makes sure), with `data`, and make it
-    survive a power cut: `create`, then its `PendingSync.complete()` at once."""
-    create(path, data, mode, also_sync=also_sync).complete()
 
 
 def create(path: str, data: bytes, mode: int = FILE_MODE, *, also_sync: tuple[str, ...] = ()) -> PendingSync:
