@@ -95,4 +95,7 @@ def main(handlers: Mapping[str, Handler], *, name: str,
         sys.stdout.write(out)
     sys.stdout.flush()
     sys.stderr.flush()
-    sys.exit(status)
+    # The process ends here, without the interpreter's teardown (every module freed, a last garbage collection: ~2 ms
+    # of each thin-mode call, issue 10.7). Nothing is lost by it: stdout and stderr are flushed above, journal and log
+    # writes are unbuffered os.write calls on descriptors the kernel closes, and no thread or child is left running.
+    os._exit(status)
