@@ -141,6 +141,11 @@ class Daemon:
             http.shutdown()
             raise
         wake_r, wake_w = os.pipe()
+        os.set_blocking(wake_w, False)
+        # The kernel hands SIGTERM to any of our threads; CPython runs the handler in the main thread only, and a
+        # main thread blocked in select() is not woken when another thread took the signal. The C-level handler
+        # writes to this fd from whichever thread it runs in, so select() returns and the handler below runs.
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
 
         pid = os.getpid()
 
@@ -148,7 +153,6 @@ class Daemon:
             if os.getpid() != pid:
                 return  # a forked child (pyroute2 forks to open netns sockets) being stopped, not the daemon
             self.stopping.set()
-            os.write(wake_w, b"x")
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
@@ -167,6 +171,7 @@ class Daemon:
             maintenance.join(timeout=max(1.0, SHUTDOWN_TIMEOUT / 10))
             self._stop_kube()
             http.shutdown()
+            signal.set_wakeup_fd(-1)
             os.close(wake_r)
             os.close(wake_w)
         log.info("metaplug daemon stopped", extra={"drained": drained})

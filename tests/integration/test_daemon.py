@@ -6,6 +6,7 @@ daemon being down never blocks or loses a DEL; a daemon killed in the middle of 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import ipaddress
 import itertools
 import json
@@ -338,6 +339,27 @@ def test_sigterm_drains_the_call_in_flight_and_exits_0(world: MetaplugWorld, pod
     assert result.code == 0, result.stdout + result.stderr
     assert result.json["ips"][0]["address"] == "10.99.0.2/24"
     assert daemon.stop() == 0
+    assert world.call("DEL", conf, pod=pod, mode="thin").code == 0
+    assert world.state_files() == []
+
+
+def test_sigterm_taken_by_another_thread_still_stops_the_daemon(world: MetaplugWorld, pod: Netns) -> None:
+    """The kernel gives a process-directed signal to any thread that does not block it. CPython runs the handler in
+    the main thread only, and a main thread blocked in select() is not woken when another thread took the signal:
+    the daemon must wake itself (found by a clean-clone CI run: podman's SIGTERM was ignored for the whole grace
+    period, then SIGKILL)."""
+    daemon = world.start_daemon()
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    assert world.call("ADD", conf, pod=pod).code == 0  # the pooled call threads exist now, idle
+    assert daemon.proc is not None
+    pid = daemon.proc.pid
+    others = sorted(int(t) for t in os.listdir(f"/proc/{pid}/task") if int(t) != pid)
+    assert others, "the daemon runs threads besides its main one"
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.tgkill(pid, others[-1], signal.SIGTERM) == 0, os.strerror(ctypes.get_errno())
+    wait_for(lambda: daemon.proc is not None and daemon.proc.poll() is not None, timeout=10,
+             what="the daemon to exit after SIGTERM")
+    assert daemon.proc.returncode == 0
     assert world.call("DEL", conf, pod=pod, mode="thin").code == 0
     assert world.state_files() == []
 
