@@ -157,15 +157,20 @@ def decode_request(data: bytes) -> Request:
 
 
 def socket_reader(sock: socket.socket) -> Reader:
-    """A Reader over a connected socket (recv until n bytes or end of stream)."""
+    """A Reader over a connected socket (recv until n bytes or end of stream). It receives what has arrived, up to
+    64 KiB at a time, and serves the small reads of a frame from that: one recv for a whole request instead of two
+    per field (each one a poll and a recv under the socket's timeout). Only for a socket whose peer sends nothing
+    after its frame (the shim waits for the answer)."""
+    buffer = bytearray()
 
     def read(n: int) -> bytes:
-        chunks = bytearray()
-        while len(chunks) < n:
-            chunk = sock.recv(min(n - len(chunks), 1 << 20))
+        while len(buffer) < n:
+            chunk = sock.recv(max(n - len(buffer), 1 << 16))
             if not chunk:
                 break
-            chunks += chunk
-        return bytes(chunks)
+            buffer.extend(chunk)
+        out = bytes(buffer[:n])
+        del buffer[:n]
+        return out
 
     return read

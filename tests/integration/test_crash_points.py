@@ -146,9 +146,11 @@ def test_a_power_cut_at_every_delegate_start_or_after_the_add_then_del_leaves_no
     spawns = [s["step"] for s in steps if s["op"] == "spawn"]
     cuts = [*spawns, 0, *syncs]  # 0: after the whole ADD
     # the journal file a cut empties (its data never synced): none yet at the first spawn, the durable first record
-    # at the second, an unsynced later one at the third and after the ADD, the first record before its data fsync
-    empties = {spawns[0]: False, spawns[1]: False, spawns[2]: True, 0: True, syncs[0]: True, syncs[1]: False,
-               syncs[2]: False}
+    # at the second, an unsynced later one at the third and after the ADD, the first record before its fsyncs. The
+    # three fsyncs run at once (files.PendingSync): a cut before the second or third may come before or after the
+    # file's own, so either is right there.
+    empties: dict[int, bool | None] = {spawns[0]: False, spawns[1]: False, spawns[2]: True, 0: True, syncs[0]: True,
+                                       syncs[1]: None, syncs[2]: None}
     for n in cuts:
         cid = f"cut{n}"
         log = world.tmp / f"cut-{n}.jsonl"
@@ -158,7 +160,7 @@ def test_a_power_cut_at_every_delegate_start_or_after_the_add_then_del_leaves_no
         assert added.code == (0 if n == 0 else -9) or (n and added.code == 137), (n, added)
         _wait_for_orphans(seen[-1]["spawned"])
         emptied = _power_cut(world, cid, seen, n)
-        assert ("mp-eth0.json" in emptied) == empties[n], (n, emptied)
+        assert empties[n] is None or ("mp-eth0.json" in emptied) == empties[n], (n, emptied)
         if n == spawns[0]:  # killed as the first delegate started: no record yet, and that delegate did nothing
             assert emptied == [], (n, emptied)
         if n in syncs:

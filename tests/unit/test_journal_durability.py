@@ -34,6 +34,21 @@ def _record_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
+def _unordered_syncs(calls: list[str]) -> list[str]:
+    """`calls` with each run of fsyncs sorted: a first record's three fsyncs run at once (files.PendingSync)."""
+    out: list[str] = []
+    run: list[str] = []
+    for call in [*calls, ""]:
+        if call.startswith("fsync"):
+            run.append(call)
+            continue
+        out += sorted(run)
+        run = []
+        if call:
+            out.append(call)
+    return out
+
+
 def test_the_first_record_is_renamed_then_synced_with_its_directory_and_state_dir(tmp_path: Path,
                                                                                    monkeypatch: pytest.MonkeyPatch
                                                                                    ) -> None:
@@ -43,7 +58,7 @@ def test_the_first_record_is_renamed_then_synced_with_its_directory_and_state_di
     key = journal.JournalKey(str(state), "c1", "mp", "eth0")
     calls = _record_calls(monkeypatch)
     journal.write(key, {"attachments": [{"ifname": "eth0"}]})
-    assert calls == ["rename", "fsync file", "fsync dir c1", "fsync dir state"]
+    assert _unordered_syncs(calls) == _unordered_syncs(["rename", "fsync file", "fsync dir c1", "fsync dir state"])
     assert journal.read(key) == {"attachments": [{"ifname": "eth0"}], "version": journal.JOURNAL_VERSION}
     assert os.listdir(key.container_dir) == ["mp-eth0.json"]  # no temp file left
 
@@ -84,7 +99,8 @@ def test_an_adds_later_records_sync_nothing_and_keep_the_durable_one_as_prev(tmp
     recorder.sync()
     recorder.sync()  # once
     durable = journal.read(key)
-    assert calls == ["rename", "fsync file", "fsync dir c1", f"fsync dir {tmp_path.name}"]
+    assert _unordered_syncs(calls) == _unordered_syncs(["rename", "fsync file", "fsync dir c1",
+                                                        f"fsync dir {tmp_path.name}"])
     for state in ("adding", "added", "done"):
         calls.clear()
         body["attachments"][0]["state"] = state
@@ -113,7 +129,8 @@ def test_a_first_record_is_synced_before_a_later_one_links_it_as_prev(tmp_path: 
     recorder = Recorder(key, {"attachments": [{"ifname": "eth0", "state": "planned"}]})
     recorder.write()
     recorder.write()  # no delegate started in between (a hot-plug of nothing, say): synced first all the same
-    assert calls == ["rename", "fsync file", "fsync dir c1", f"fsync dir {tmp_path.name}", "rename"]
+    assert _unordered_syncs(calls) == _unordered_syncs(["rename", "fsync file", "fsync dir c1",
+                                                        f"fsync dir {tmp_path.name}", "rename"])
 
 
 def test_a_first_record_no_delegate_got_is_closed_unsynced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -143,3 +160,33 @@ def test_a_failed_sync_of_the_first_record_is_the_journals_error(tmp_path: Path,
     with pytest.raises(CniError) as exc:
         recorder.sync()
     assert exc.value.code == 5 and exc.value.msg == "cannot write journal" and "sync" in (exc.value.details or "")
+
+
+def test_a_failing_directory_fsync_fails_the_sync_once_every_fsync_ended(tmp_path: Path,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """The three fsyncs run at once; one failing (EIO from the disk) is raised once all have ended, with the file's
+    descriptor closed, and a second complete() does nothing."""
+    import errno
+
+    from metaplug.cni import files
+
+    real_fsync = os.fsync
+    ended: list[str] = []
+
+    def fsync(fd: int) -> None:
+        target = os.readlink(f"/proc/self/fd/{fd}")
+        if target == str(tmp_path / "c1"):
+            raise OSError(errno.EIO, "I/O error")
+        real_fsync(fd)
+        ended.append(os.path.basename(target))
+
+    monkeypatch.setattr(files.os, "fsync", fsync)
+    (tmp_path / "c1").mkdir()
+    pending = files.create(str(tmp_path / "c1" / "f.json"), b"{}", also_sync=(str(tmp_path),))
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError) as raised:
+        pending.complete()
+    assert raised.value.errno == errno.EIO
+    assert sorted(ended) == sorted(["f.json", tmp_path.name])  # the file's and stateDir's fsyncs ended
+    assert len(set(os.listdir("/proc/self/fd"))) < len(before)  # the file's fd is closed
+    pending.complete()  # once

@@ -11,6 +11,7 @@ delegate inherits them.
 
 from __future__ import annotations
 
+import _thread
 import fcntl
 import json
 import os
@@ -21,6 +22,7 @@ _AT = int(os.environ.pop("METAPLUG_TEST_CRASH_AT", "0") or 0)
 _LOG = os.environ.pop("METAPLUG_TEST_CRASH_LOG", "")
 _WRITING = os.O_WRONLY | os.O_RDWR | os.O_CREAT
 _step = 0
+_counting = _thread.allocate_lock()  # steps of metaplug's own threads too (PendingSync's fsyncs): one count, in order
 _spawned: list[int] = []
 _open, _write, _close = os.open, os.write, os.close
 
@@ -41,9 +43,10 @@ def _record(op: str, arg: Any) -> None:
 def _reached(op: str, arg: Any) -> bool:
     """Count and log one step; True when it is the one to die at."""
     global _step
-    _step += 1
-    _record(op, arg)
-    return _step == _AT
+    with _counting:
+        _step += 1
+        _record(op, arg)
+        return _step == _AT
 
 
 def _die() -> None:
