@@ -3,7 +3,9 @@ process group, environment, signal defaults, descriptor hygiene and timeouts (cn
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from pathlib import Path
 
@@ -104,3 +106,56 @@ def test_exec_failures_raise_oserror_and_leak_nothing(tmp_path: Path) -> None:
 def test_killed_by_a_signal_is_a_negative_status(tmp_path: Path) -> None:
     plugin = script(tmp_path, "kill -SEGV $$\n")
     assert spawn.run(plugin, b"", {}, timeout=10).status == -11
+
+
+def _switches() -> int:
+    """This thread's voluntary context switches so far (each time it blocked)."""
+    with open("/proc/thread-self/status") as fh:
+        return next(int(line.split()[1]) for line in fh if line.startswith("voluntary_ctxt_switches"))
+
+
+def test_the_caller_wakes_at_the_exit_not_at_each_write(tmp_path: Path) -> None:
+    """Each wake-up is a context switch, the most of what a daemon call costs on a VM: a child that writes four
+    times and then exits wakes the caller for its start (vfork) and its exit, not once per write and end (8 here
+    with the pipes polled)."""
+    plugin = script(tmp_path, "printf a; sleep 0.02; printf b; sleep 0.02; printf c >&2; sleep 0.02; printf d\n")
+    spawn.run(plugin, b"", {"PATH": os.defpath}, timeout=10)  # warm: the script and sh in the page cache
+    counts = []
+    for _ in range(3):
+        before = _switches()
+        done = spawn.run(plugin, b"", {"PATH": os.defpath}, timeout=10)
+        counts.append(_switches() - before)
+        assert done == spawn.Finished(0, b"abd", b"c")
+    assert min(counts) <= 3, counts
+
+
+def test_a_descendant_holding_the_outputs_open_does_not_hold_the_caller(tmp_path: Path) -> None:
+    """The child exits, a process it left behind still has its stdout: what the child wrote is its answer, at its
+    exit (before, the caller read until that descendant closed the pipe, or until the timeout)."""
+    plugin = script(tmp_path, "sleep 30 & echo done\n")
+    child = spawn.Child(plugin, {"PATH": os.defpath})
+    started = time.monotonic()
+    try:
+        done = child.communicate(b"", timeout=20)
+        assert done == spawn.Finished(0, b"done\n", b"")
+        assert time.monotonic() - started < 5
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)  # the sleep, still in the child's process group
+
+
+def test_more_output_than_a_pipe_holds_after_the_input(tmp_path: Path) -> None:
+    """A child blocked writing (its pipe full) never exits by itself: the caller finds it out and reads on."""
+    plugin = script(tmp_path, "cat >/dev/null; head -c 3000000 /dev/zero; echo end >&2\n")
+    started = time.monotonic()
+    done = spawn.run(plugin, b"x" * 1000, {}, timeout=20)
+    assert done == spawn.Finished(0, b"\0" * 3000000, b"end\n")
+    assert time.monotonic() - started < 5
+
+
+def test_without_pidfds_the_pipes_are_read_to_their_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel before 5.3 has no pidfd_open: the outputs are read to their end, then the child is reaped."""
+    monkeypatch.setattr(spawn, "_pidfd", lambda pid: -1)
+    data = os.urandom(300000).hex().encode()
+    plugin = script(tmp_path, "cat; echo err >&2; exit 4\n")
+    assert spawn.run(plugin, data, {}, timeout=20) == spawn.Finished(4, data, b"err\n")
