@@ -259,7 +259,8 @@ class Daemon:
         listener.setblocking(False)
         stop_r, stop_w = os.pipe()  # readable once written, and never read: every leader sees it
         try:
-            self._hand_on(listener, stop_r)
+            if not self._hand_on(listener, stop_r):
+                raise DaemonError("cannot start a thread to take calls")
             while not self.stopping.is_set():
                 ready, _, _ = select.select([wake], [], [], 1.0)
                 if ready:
@@ -272,19 +273,46 @@ class Daemon:
             os.close(stop_r)
             os.close(stop_w)
 
-    def _hand_on(self, listener: socket.socket, stop: int) -> None:
-        """Another call thread (an idle one, else a new one) waits for the next connection."""
+    def _hand_on(self, listener: socket.socket, stop: int) -> bool:
+        """Another call thread (an idle one, else a new one) waits for the next connection. False when no thread
+        could be started (the pids limit of the daemon's cgroup, say): then nobody waits."""
         with self._active_changed:
             self._leaders += 1
-        # A reused thread (cni.workers: starting one cost ~0.2 ms per call, more on busy cores), serving its call in
-        # a fresh context as a new thread would (nothing a call sets leaks into the next).
-        self._callers.submit(functools.partial(contextvars.Context().run, self._lead, listener, stop))
+        try:
+            # A reused thread (cni.workers: starting one cost ~0.2 ms per call, more on busy cores), serving its call
+            # in a fresh context as a new thread would (nothing a call sets leaks into the next).
+            self._callers.submit(functools.partial(contextvars.Context().run, self._lead, listener, stop))
+        except RuntimeError as exc:  # threading's "can't start new thread"
+            with self._active_changed:
+                self._leaders -= 1
+                self._active_changed.notify_all()
+            log.error("cannot start a call thread; calls are taken one after another until one can be",
+                      extra={"error": str(exc)})
+            return False
+        return True
 
     def _lead(self, listener: socket.socket, stop: int) -> None:
         """Leader/followers: one call thread at a time waits for a connection (at most `connections` accepted, the
         rest wait in the kernel's listen queue). Having accepted one, it hands the waiting on and serves that call
         itself, so a call starts without another thread being woken for it first (waking an idle CPU's thread cost
-        ~0.3-1 ms of a paced call on a VM)."""
+        ~0.3-1 ms of a paced call on a VM). When the waiting could not be handed on, this thread waits again after
+        its call."""
+        while True:
+            conn = self._next_connection(listener, stop)
+            if conn is None:
+                return
+            handed = self._hand_on(listener, stop)
+            self._connection(conn)
+            if handed:
+                return
+            with self._active_changed:  # checked under the lock the shutdown waits on: never a leader after it
+                if self.stopping.is_set():
+                    return
+                self._leaders += 1
+
+    def _next_connection(self, listener: socket.socket, stop: int) -> socket.socket | None:
+        """As the leader (counted in `_leaders` by whoever made this thread one): the next connection, counted as
+        active, or None once the daemon stops."""
         conn: socket.socket | None = None
         try:
             waiting = select.poll()
@@ -308,13 +336,11 @@ class Daemon:
             if conn is not None:
                 with self._active_changed:
                     self._active += 1
-                self._hand_on(listener, stop)
         finally:
             with self._active_changed:
                 self._leaders -= 1
                 self._active_changed.notify_all()
-        if conn is not None:
-            self._connection(conn)
+        return conn
 
     def _drain(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers import fake_delegate
-from tests.helpers.metaplug_env import CallResult, MetaplugWorld
+from tests.helpers.metaplug_env import CallResult, Daemon, MetaplugWorld
 from tests.helpers.netns import Netns, NetnsFactory
 
 MP_PLUGINS = {"bridge": "mp-bridge", "macvlan": "mp-macvlan", "host-local": "mp-host-local", "static": "mp-static"}
@@ -362,6 +362,51 @@ def test_sigterm_taken_by_another_thread_still_stops_the_daemon(world: MetaplugW
     assert daemon.proc.returncode == 0
     assert world.call("DEL", conf, pod=pod, mode="thin").code == 0
     assert world.state_files() == []
+
+
+THREADS_FAIL = """
+import os
+_fail = os.environ.pop("METAPLUG_TEST_CALL_THREADS_FAIL", "")
+if _fail:
+    from metaplug.cni import workers
+
+    _real = workers.Pool.submit
+    _first, _last = map(int, _fail.split("-"))
+    _seen = [0]
+
+    def _submit(self, fn):
+        if self.name == "metaplug-call":
+            _seen[0] += 1
+            if _first <= _seen[0] <= _last:
+                raise RuntimeError("can't start new thread")
+        return _real(self, fn)
+
+    workers.Pool.submit = _submit
+"""
+
+
+def test_no_thread_to_hand_the_waiting_on_to_and_calls_are_still_served(world: MetaplugWorld, pod: Netns) -> None:
+    """Fault injection: the call threads' pool cannot start a thread (as at a cgroup's pids limit) for the second to
+    fourth hand-on, i.e. at the first three calls. The thread that took each call waits for the next connection
+    itself after serving it: nothing is refused, nothing hangs, and once threads start again all is as before."""
+    injector = world.tmp / "inject"
+    injector.mkdir()
+    (injector / "sitecustomize.py").write_text(THREADS_FAIL)
+    world.daemon = Daemon(world.node, world.tmp / "d", {"stateDir": str(world.state_dir)},
+                          env={"CNI_PATH": world.cni_path, "PYTHONPATH": str(injector),
+                               "METAPLUG_TEST_CALL_THREADS_FAIL": "2-4"}).start()
+    world.mode = "daemon"
+    conf = world.metaplug_conf(world.bridge_net("cluster", "10.88.0.0/24", "mpcl0"))
+    for verb in ("ADD", "CHECK", "DEL", "ADD"):
+        done = world.call(verb, conf, pod=pod, timeout=30)
+        assert done.code == 0, (verb, done.stdout, world.daemon.log())
+    (address,) = pod.addresses("eth0")  # host-local hands out the next address after a release: .3
+    assert ipaddress.ip_interface(address).network == ipaddress.ip_network("10.88.0.0/24")
+    assert world.call("DEL", conf, pod=pod, timeout=30).code == 0
+    assert set(pod.links()) == {"lo"} and world.state_files() == []
+    failures = [line for line in world.daemon.log().splitlines() if "cannot start a call thread" in line]
+    assert len(failures) == 3, world.daemon.log()
+    world.stop_daemon()  # exits 0, no traceback logged
 
 
 # ---------------------------------------------------------------- concurrency
